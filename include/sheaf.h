@@ -1,0 +1,166 @@
+/*
+ * libsheaf — io_uring send and receive bundles over shared provided-buffer
+ * pools. The only header users include.
+ *
+ * Conventions: functions return 0 (or a positive count) on success and a
+ * negative errno on failure; constructors that return a pointer report the
+ * error through an `int *err` out-parameter. One loop is owned by one thread.
+ */
+#ifndef SHEAF_H
+#define SHEAF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* I/O modes (DESIGN §2). */
+enum sheaf_io {
+	SHEAF_IO_AUTO = 0,
+	SHEAF_IO_BUNDLE,  /* recv bundles + send ring with send bundles */
+	SHEAF_IO_RING,    /* send ring, one buffer per send, no bundles (baseline) */
+	SHEAF_IO_PLAIN,   /* one send per received buffer, no send ring */
+	SHEAF_IO_SENDMSG, /* recv bundles, queued buffers gathered into one sendmsg */
+	SHEAF_IO__COUNT,
+};
+
+/* "bundle", "ring", ...; NULL for an unknown mode. */
+const char *sheaf_io_name(enum sheaf_io io);
+/* Mode for a name, or -EINVAL. */
+int sheaf_io_parse(const char *name);
+
+/* What the running kernel supports, filled by sheaf_probe(). */
+struct sheaf_probe {
+	int io_uring;       /* io_uring_setup works at all */
+	int pbuf_ring;      /* provided-buffer rings */
+	int recv_multishot; /* multishot recv */
+	int recv_bundle;    /* IORING_RECVSEND_BUNDLE on recv (trial) */
+	int send_bundle;    /* IORING_RECVSEND_BUNDLE on send (trial) */
+	int inc_ring;       /* incremental buffer rings (IOU_PBUF_RING_INC) */
+	int bundle_refused; /* kernel has bundles but is known to be broken */
+	char release[65];   /* uname -r */
+	char reason[160];   /* why io_uring or bundles are not used, or "" */
+	enum sheaf_io best; /* what `auto` picks */
+};
+
+/*
+ * Probes the kernel once per process (later calls return the cached result).
+ * Always fills *p; returns 0, or a negative errno when io_uring is unusable.
+ */
+int sheaf_probe(struct sheaf_probe *p);
+
+/*
+ * Resolves a requested mode to the one to use: an explicit mode wins, then
+ * the SHEAF_IO environment variable, then the probe's best. Returns the mode,
+ * or -EINVAL (bad SHEAF_IO) / -EOPNOTSUPP (kernel lacks it; see probe reason).
+ */
+int sheaf_io_resolve(enum sheaf_io requested);
+
+struct sheaf_loop;
+struct sheaf_conn;
+
+/* A received bundle: pointers into pool memory, valid during on_data only. */
+struct sheaf_bundle {
+	const struct iovec *iov;
+	unsigned nr;
+	size_t bytes;
+};
+
+struct sheaf_callbacks {
+	/* A listener accepted c; start it with sheaf_conn_start or link it. */
+	void (*on_accept)(struct sheaf_conn *c, void *listen_data);
+	/* An outgoing connection finished connecting; err is 0 or -errno
+	 * (then c is closed after the callback returns). */
+	void (*on_connect)(struct sheaf_conn *c, int err);
+	/* Data arrived on a started, unlinked connection. The buffers go back
+	 * to the pool when this returns unless forwarded (sheaf_conn_forward). */
+	void (*on_data)(struct sheaf_conn *c, const struct sheaf_bundle *b);
+	/* The peer finished sending (EOF) on a started, unlinked connection. */
+	void (*on_eof)(struct sheaf_conn *c);
+	/* c is gone: err is 0 after a clean close, else -errno. */
+	void (*on_close)(struct sheaf_conn *c, int err);
+};
+
+struct sheaf_loop_config {
+	enum sheaf_io io;     /* resolved with sheaf_io_resolve() */
+	uint32_t buf_size;    /* bytes per pool buffer, 1 .. 1 MiB */
+	uint32_t nbufs;       /* pool buffers, power of two, 1 .. 32768 */
+	uint32_t max_conns;   /* connection slots */
+	uint32_t queue_high;  /* bytes queued to send before the source pauses; 0 = default */
+	int nodelay;          /* set TCP_NODELAY on every connection */
+};
+
+/* Limits for the configuration above. */
+#define SHEAF_MAX_BUF_SIZE (1u << 20)
+#define SHEAF_MAX_BUFS 32768u
+
+/* Checks a configuration without allocating: 0 or -EINVAL. */
+int sheaf_config_check(const struct sheaf_loop_config *cfg);
+
+/* Creates a loop (io_uring + receive pool). */
+struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
+				  const struct sheaf_callbacks *cb, void *data,
+				  int *err);
+/* Frees a loop whose run returned. */
+void sheaf_loop_free(struct sheaf_loop *loop);
+void *sheaf_loop_data(struct sheaf_loop *loop);
+
+/*
+ * Runs until sheaf_loop_stop() was called and every connection is closed,
+ * or until sheaf_loop_break(). Returns 0 or a negative errno.
+ */
+int sheaf_loop_run(struct sheaf_loop *loop);
+/* Graceful stop: close listeners, let queued data drain (at most
+ * drain_ms), then close all connections. Async-signal-safe. */
+void sheaf_loop_stop(struct sheaf_loop *loop);
+/* Returns from sheaf_loop_run as soon as possible (connections stay). */
+void sheaf_loop_break(struct sheaf_loop *loop);
+
+/* Listens on addr with a multishot accept; returns the fd or -errno. */
+int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
+		 socklen_t len, void *listen_data);
+
+/* Starts connecting; on_connect reports the result. */
+struct sheaf_conn *sheaf_connect(struct sheaf_loop *loop,
+				 const struct sockaddr *addr, socklen_t len,
+				 void *data, int *err);
+
+/* Starts receiving on c (on_data/on_eof). */
+int sheaf_conn_start(struct sheaf_conn *c);
+/*
+ * Links a and b: data received on either is forwarded by reference to the
+ * other, with backpressure, half-close propagation, and both closed when
+ * both directions are finished or either fails. Starts both.
+ */
+int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b);
+/*
+ * Queues the bundle's buffers on `to` (no copy). Only valid inside on_data
+ * for the bundle it was given. The sending connection pauses while `to` has
+ * more than queue_high bytes queued. Returns 0 or -EPIPE (to is closing).
+ */
+int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b);
+/* Closes after queued data is sent (half-closing our side first). */
+void sheaf_conn_close(struct sheaf_conn *c);
+
+void *sheaf_conn_data(const struct sheaf_conn *c);
+void sheaf_conn_set_data(struct sheaf_conn *c, void *data);
+struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
+
+struct sheaf_stats {
+	uint64_t accepted, rejected, connects, connect_failed, closed, errors;
+	uint64_t bytes_in, bytes_out;
+	uint64_t recv_cqes, recv_bufs, recv_rearms, recv_enobufs;
+	uint64_t send_sqes, send_cqes, send_bufs;
+	uint64_t pauses, bundle_mismatch;
+	uint32_t pool_bufs, pool_free, conns, sendrings;
+};
+void sheaf_loop_stats(const struct sheaf_loop *loop, struct sheaf_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

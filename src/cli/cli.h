@@ -1,0 +1,84 @@
+/* The sheaf command: shared helpers for the subcommands. */
+#ifndef SHEAF_CLI_H
+#define SHEAF_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "sheaf.h"
+
+#define EXIT_USAGE 2
+
+/* A parsed HOST:PORT. */
+struct addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[128]; /* as given, for messages */
+};
+
+/* Parsers: 0 or -EINVAL; they never print. */
+int parse_size(const char *s, uint64_t *out);      /* 64K, 16M, 1G, 123 */
+int parse_u32(const char *s, uint32_t *out);
+int parse_addr(const char *s, struct addr *a);     /* 1.2.3.4:80, [::1]:80, name:80 */
+int parse_list(const char *s, char ***items, unsigned *n); /* a,b,c (malloc'd) */
+
+/* Prints "sheaf CMD: message" to stderr. */
+void say(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Loop options shared by proxy and sink. */
+struct io_opts {
+	int io;            /* enum sheaf_io */
+	uint32_t buf_size;
+	uint32_t nbufs;    /* 0: derive from buf_size */
+};
+/* Parses --io/--buf-size/--bufs values; prints the error; 0 or EXIT_USAGE. */
+int io_opt(const char *cmd, struct io_opts *o, const char *name, const char *val);
+/* Fills a loop config; prints why it fails (resolving the mode). */
+int io_config(const char *cmd, const struct io_opts *o, uint32_t max_conns,
+	      struct sheaf_loop_config *cfg);
+/* Stops `loop` on SIGINT/SIGTERM. */
+void stop_on_signals(struct sheaf_loop *loop);
+double now_sec(void);
+
+/*
+ * Verified streams. A stream is a 32-byte header (magic, id, seed, length)
+ * and then `length` bytes of a pattern that depends on (seed, id): any
+ * loss, duplication, reordering or mix-up of streams changes the bytes.
+ */
+#define STREAM_HDR 32
+#define PATTERN_LEN 1048573u /* prime: no buffer-aligned period */
+
+struct pattern {
+	uint8_t *bytes; /* PATTERN_LEN bytes, twice, so any window is contiguous */
+	uint64_t seed;
+};
+int pattern_init(struct pattern *p, uint64_t seed);
+void pattern_free(struct pattern *p);
+uint32_t stream_start(uint64_t seed, uint32_t id);
+void stream_header(uint8_t out[STREAM_HDR], uint32_t id, uint64_t seed, uint64_t len);
+
+struct stream_check {
+	uint8_t hdr[STREAM_HDR];
+	uint32_t hdr_got;
+	uint32_t id;
+	uint64_t seed, len, off; /* off: payload bytes checked */
+	uint32_t start;
+	const struct pattern *pat;
+	bool failed;
+	uint64_t fail_off;
+	char why[96];
+};
+/* Checks the next bytes; `pat_for` supplies the pattern for a seed. */
+void stream_feed(struct stream_check *s, const uint8_t *data, size_t len,
+		 const struct pattern *(*pat_for)(uint64_t seed, void *arg), void *arg);
+/* At EOF: marks a short stream as failed. */
+void stream_end(struct stream_check *s);
+
+int cmd_proxy(int argc, char **argv);
+int cmd_sink(int argc, char **argv);
+int cmd_source(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
+
+#endif

@@ -1,0 +1,217 @@
+/* sheaf proxy: an L4 TCP proxy; each client is linked to one upstream. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char help[] =
+	"usage: sheaf proxy --listen HOST:PORT --upstream HOST:PORT [options]\n"
+	"Accepts TCP connections and links each to a new connection to the upstream;\n"
+	"bytes move both ways by reference through one provided-buffer pool.\n"
+	"Runs until SIGINT/SIGTERM, then drains (at most 2 s) and prints its counters.\n"
+	"  --listen HOST:PORT     address to accept on\n"
+	"  --upstream HOST:PORT   where to connect for each client (must be listening at start)\n"
+	"  --io MODE              auto|bundle|ring|plain|sendmsg (default auto, see sheaf probe)\n"
+	"  --buf-size BYTES       pool buffer size, 1 .. 1M (default 4K; suffixes K M G)\n"
+	"  --bufs N               pool buffers, power of two <= 32768 (default: ~8 MiB of pool)\n"
+	"  --max-conns N          client connections at once (default 4096; the rest are refused)\n"
+	"  --quiet                print only errors\n"
+	"Exit status: 0 after a clean stop, 1 on a runtime error (or buffers not returned),\n"
+	"2 on bad usage.\n";
+
+struct proxy_opts {
+	struct addr listen, upstream;
+	bool have_listen, have_upstream, quiet;
+	struct io_opts io;
+	uint32_t max_conns;
+};
+
+static int parse(int argc, char **argv, struct proxy_opts *o)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, 0, 'l' }, { "upstream", required_argument, 0, 'u' },
+		{ "io", required_argument, 0, 'i' },     { "buf-size", required_argument, 0, 'b' },
+		{ "bufs", required_argument, 0, 'n' },   { "max-conns", required_argument, 0, 'm' },
+		{ "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
+		{ 0 }
+	};
+	int c, idx, ret;
+
+	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
+		switch (c) {
+		case 'l': case 'u': {
+			struct addr *a = c == 'l' ? &o->listen : &o->upstream;
+
+			if (c == 'u' && o->have_upstream) {
+				say("proxy", "--upstream %s: only one upstream is supported", optarg);
+				return EXIT_USAGE;
+			}
+			if (parse_addr(optarg, a)) {
+				say("proxy", "--%s %s: not a HOST:PORT address", opts[idx].name, optarg);
+				return EXIT_USAGE;
+			}
+			*(c == 'l' ? &o->have_listen : &o->have_upstream) = true;
+			break;
+		}
+		case 'i': case 'b': case 'n':
+			if ((ret = io_opt("proxy", &o->io, opts[idx].name, optarg)))
+				return ret;
+			break;
+		case 'm':
+			if (parse_u32(optarg, &o->max_conns) || !o->max_conns ||
+			    o->max_conns > 9990) {
+				say("proxy", "--max-conns %s: must be 1 to 9990", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'q': o->quiet = true; break;
+		case 'h': fputs(help, stdout); exit(0);
+		default: fputs(help, stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind < argc || !o->have_listen || !o->have_upstream) {
+		say("proxy", optind < argc ? "unexpected argument '%s'" :
+			     "--listen and --upstream are required%s", optind < argc ? argv[optind] : "");
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* Refuse to start against an upstream that is not there at all. */
+static int check_upstream(const struct addr *a)
+{
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) && errno != EINPROGRESS)
+		err = errno;
+	else if (poll(&pfd, 1, 3000) != 1)
+		err = ETIMEDOUT;
+	else
+		getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+	close(fd);
+	return -err;
+}
+
+static void on_connect(struct sheaf_conn *up, int err)
+{
+	struct sheaf_conn *client = sheaf_conn_data(up);
+
+	if (!client) {            /* the client went away meanwhile */
+		sheaf_conn_close(up);
+		return;
+	}
+	if (err) {
+		sheaf_conn_set_data(client, NULL);
+		sheaf_conn_set_data(up, NULL);
+		sheaf_conn_close(client);
+		return;
+	}
+	sheaf_conn_link(client, up);
+}
+
+static void on_accept(struct sheaf_conn *client, void *arg)
+{
+	const struct addr *up_addr = arg;
+	int err = 0;
+	struct sheaf_conn *up = sheaf_connect(sheaf_conn_loop(client),
+					      (const struct sockaddr *)&up_addr->ss,
+					      up_addr->len, client, &err);
+
+	if (!up) {
+		sheaf_conn_close(client);
+		return;
+	}
+	sheaf_conn_set_data(client, up);
+}
+
+/* Each side forgets the other when it goes, so no pointer outlives it. */
+static void on_close(struct sheaf_conn *c, int err)
+{
+	struct sheaf_conn *other = sheaf_conn_data(c);
+
+	if (other)
+		sheaf_conn_set_data(other, NULL);
+}
+
+static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
+{
+	printf("sheaf proxy: stats {\"io\":\"%s\",\"accepted\":%llu,\"rejected\":%llu,"
+	       "\"connect_failed\":%llu,\"errors\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+	       "\"recv_cqes\":%llu,\"recv_bufs\":%llu,\"bufs_per_recv\":%.2f,"
+	       "\"recv_rearms\":%llu,\"recv_enobufs\":%llu,\"send_sqes\":%llu,"
+	       "\"send_cqes\":%llu,\"send_bufs\":%llu,\"bufs_per_send\":%.2f,\"pauses\":%llu,"
+	       "\"bundle_mismatch\":%llu,\"pool_free\":%u,\"pool_bufs\":%u,\"send_rings\":%u}\n",
+	       sheaf_io_name(io), (unsigned long long)s->accepted,
+	       (unsigned long long)s->rejected, (unsigned long long)s->connect_failed,
+	       (unsigned long long)s->errors, (unsigned long long)s->bytes_in,
+	       (unsigned long long)s->bytes_out, (unsigned long long)s->recv_cqes,
+	       (unsigned long long)s->recv_bufs,
+	       s->recv_cqes ? (double)s->recv_bufs / (double)s->recv_cqes : 0.0,
+	       (unsigned long long)s->recv_rearms, (unsigned long long)s->recv_enobufs,
+	       (unsigned long long)s->send_sqes, (unsigned long long)s->send_cqes,
+	       (unsigned long long)s->send_bufs,
+	       s->send_cqes ? (double)s->send_bufs / (double)s->send_cqes : 0.0,
+	       (unsigned long long)s->pauses, (unsigned long long)s->bundle_mismatch,
+	       s->pool_free, s->pool_bufs, s->sendrings);
+}
+
+int cmd_proxy(int argc, char **argv)
+{
+	struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096 };
+	struct sheaf_callbacks cb = { .on_accept = on_accept, .on_connect = on_connect,
+				      .on_close = on_close };
+	struct sheaf_loop_config cfg;
+	struct sheaf_loop *loop;
+	struct sheaf_stats st;
+	int ret, err = 0;
+
+	if ((ret = parse(argc, argv, &o)) || (ret = io_config("proxy", &o.io, 2 * o.max_conns, &cfg)))
+		return ret;
+	if ((err = check_upstream(&o.upstream))) {
+		say("proxy", "upstream %s: %s", o.upstream.text, strerror(-err));
+		return 1;
+	}
+	loop = sheaf_loop_new(&cfg, &cb, NULL, &err);
+	if (!loop) {
+		say("proxy", "cannot set up io_uring (io=%s, buf-size=%u, bufs=%u): %s",
+		    sheaf_io_name(cfg.io), cfg.buf_size, cfg.nbufs, strerror(-err));
+		return 1;
+	}
+	ret = sheaf_listen(loop, (const struct sockaddr *)&o.listen.ss, o.listen.len, &o.upstream);
+	if (ret < 0) {
+		say("proxy", "--listen %s: %s", o.listen.text, strerror(-ret));
+		sheaf_loop_free(loop);
+		return 1;
+	}
+	stop_on_signals(loop);
+	if (!o.quiet)
+		printf("sheaf proxy: listening on %s (io=%s, buf-size=%u, bufs=%u, upstream=%s)\n",
+		       o.listen.text, sheaf_io_name(cfg.io), cfg.buf_size, cfg.nbufs,
+		       o.upstream.text);
+	fflush(stdout);
+	ret = sheaf_loop_run(loop);
+	sheaf_loop_stats(loop, &st);
+	sheaf_loop_free(loop);
+	if (ret < 0) {
+		say("proxy", "event loop failed: %s", strerror(-ret));
+		return 1;
+	}
+	if (!o.quiet)
+		print_stats(&st, cfg.io);
+	if (st.pool_free != st.pool_bufs) {
+		say("proxy", "%u of %u pool buffers were not returned", st.pool_bufs - st.pool_free,
+		    st.pool_bufs);
+		return 1;
+	}
+	return 0;
+}

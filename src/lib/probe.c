@@ -1,0 +1,250 @@
+/*
+ * Kernel feature probe and io-mode choice. Feature decisions are made here
+ * and nowhere else: from the setup feature bits, and from a real trial on a
+ * socketpair where no bit exists.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const char *const io_names[SHEAF_IO__COUNT] = {
+	[SHEAF_IO_AUTO] = "auto",     [SHEAF_IO_BUNDLE] = "bundle",
+	[SHEAF_IO_RING] = "ring",     [SHEAF_IO_PLAIN] = "plain",
+	[SHEAF_IO_SENDMSG] = "sendmsg",
+};
+
+const char *sheaf_io_name(enum sheaf_io io)
+{
+	return (unsigned)io < SHEAF_IO__COUNT ? io_names[io] : NULL;
+}
+
+int sheaf_io_parse(const char *name)
+{
+	for (int i = 0; i < SHEAF_IO__COUNT; i++)
+		if (name && !strcmp(name, io_names[i]))
+			return i;
+	return -EINVAL;
+}
+
+int sheaf__kernel_version(const char *release, int *maj, int *min, int *patch)
+{
+	*patch = 0;
+	if (sscanf(release, "%d.%d.%d", maj, min, patch) < 2)
+		return -EINVAL;
+	return 0;
+}
+
+/* 6.13.11 up to 6.14.8 could reorder bundle data (fixed in 6.14.9). */
+int sheaf__bundle_bad_kernel(int maj, int min, int patch)
+{
+	long v = maj * 1000000L + min * 1000L + patch;
+
+	return v >= 6013011L && v <= 6014008L;
+}
+
+/* Receives on b what a bundle send from a's send ring carried. */
+static int trial_bundles(struct io_uring *ring, struct sheaf_probe *p)
+{
+	static char out[4][2] = { "ab", "cd", "ef", "gh" };
+	struct sheaf__pool rx;
+	struct io_uring_buf_ring *tx;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	size_t txlen;
+	int sv[2], ret, sent = 0, got = 0;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		return -errno;
+	tx = sheaf__ring_alloc(4, &txlen);
+	ret = tx ? sheaf__ring_register(ring, tx, 4, 2, 0) : -ENOMEM;
+	if (ret)
+		goto out_tx;
+	for (int i = 0; i < 4; i++)
+		io_uring_buf_ring_add(tx, out[i], 2, (uint16_t)i, 3, i);
+	io_uring_buf_ring_advance(tx, 4);
+	ret = sheaf__pool_init(&rx, ring, 2, 8, 1);
+	if (ret)
+		goto out_unreg;
+	sqe = io_uring_get_sqe(ring);
+	io_uring_prep_send(sqe, sv[0], NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 2;
+	sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	sqe->user_data = 1;
+	sqe = io_uring_get_sqe(ring);
+	io_uring_prep_recv_multishot(sqe, sv[1], NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 1;
+	sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	sqe->user_data = 2;
+	io_uring_submit(ring);
+	for (int i = 0; i < 8 && (sent < 8 || got < 8); i++) {
+		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 200000000 };
+
+		if (io_uring_wait_cqe_timeout(ring, &cqe, &ts))
+			break;
+		if (cqe->user_data == 1 && cqe->res > 0)
+			sent += cqe->res;
+		if (cqe->user_data == 2 && cqe->res > 0)
+			got += cqe->res;
+		io_uring_cqe_seen(ring, cqe);
+	}
+	p->send_bundle = sent == 8;
+	p->recv_bundle = got == 8;
+	close(sv[0]); /* EOF ends the multishot recv */
+	for (int i = 0; i < 8; i++) {
+		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 100000000 };
+
+		if (io_uring_wait_cqe_timeout(ring, &cqe, &ts))
+			break;
+		int done = cqe->user_data == 2 && !(cqe->flags & IORING_CQE_F_MORE);
+		io_uring_cqe_seen(ring, cqe);
+		if (done)
+			break;
+	}
+	sheaf__pool_fini(&rx, ring);
+	sv[0] = -1;
+out_unreg:
+	io_uring_unregister_buf_ring(ring, 2);
+out_tx:
+	if (tx)
+		munmap(tx, txlen);
+	if (sv[0] >= 0)
+		close(sv[0]);
+	close(sv[1]);
+	return ret;
+}
+
+static void trial_features(struct io_uring *ring, struct sheaf_probe *p)
+{
+	struct io_uring_buf_ring *br;
+	size_t len;
+
+	br = sheaf__ring_alloc(8, &len);
+	if (!br)
+		return;
+	p->pbuf_ring = sheaf__ring_register(ring, br, 8, 7, 0) == 0;
+	if (p->pbuf_ring)
+		io_uring_unregister_buf_ring(ring, 7);
+	p->inc_ring = sheaf__ring_register(ring, br, 8, 7, IOU_PBUF_RING_INC) == 0;
+	if (p->inc_ring)
+		io_uring_unregister_buf_ring(ring, 7);
+	munmap(br, len);
+	if (p->pbuf_ring && (ring->features & IORING_FEAT_RECVSEND_BUNDLE))
+		trial_bundles(ring, p);
+}
+
+/*
+ * Multishot recv has no feature bit and the opcode probe cannot see flags:
+ * a working recv bundle (itself multishot here) proves it, otherwise the
+ * release it arrived in (6.0) decides.
+ */
+static int has_recv_multishot(const struct sheaf_probe *p)
+{
+	int maj = 0, min = 0, patch = 0;
+
+	if (p->recv_bundle)
+		return 1;
+	if (sheaf__kernel_version(p->release, &maj, &min, &patch))
+		return 0;
+	return maj >= 6;
+}
+
+static void choose(struct sheaf_probe *p)
+{
+	int maj = 0, min = 0, patch = 0;
+
+	sheaf__kernel_version(p->release, &maj, &min, &patch);
+	if ((p->recv_bundle || p->send_bundle) &&
+	    sheaf__bundle_bad_kernel(maj, min, patch)) {
+		p->bundle_refused = 1;
+		p->recv_bundle = p->send_bundle = 0;
+		snprintf(p->reason, sizeof(p->reason),
+			 "kernel %s may reorder bundle data (6.13.11 to 6.14.8, "
+			 "fixed in 6.14.9): bundles refused", p->release);
+	}
+	if (p->recv_bundle && p->send_bundle)
+		p->best = SHEAF_IO_BUNDLE;
+	else if (p->pbuf_ring && p->recv_multishot)
+		p->best = SHEAF_IO_RING;
+	else
+		p->best = SHEAF_IO_AUTO; /* nothing usable */
+	if (!p->reason[0] && p->best != SHEAF_IO_BUNDLE)
+		snprintf(p->reason, sizeof(p->reason), "%s",
+			 !p->pbuf_ring ? "no provided-buffer rings (Linux 5.19+)" :
+			 !p->recv_multishot ? "no multishot recv (Linux 6.0+)" :
+					      "no send/recv bundles (Linux 6.10+)");
+}
+
+static struct sheaf_probe cached;
+static int cached_ret = 1;
+
+int sheaf_probe(struct sheaf_probe *p)
+{
+	struct io_uring ring;
+	struct utsname u;
+	int ret;
+
+	if (cached_ret <= 0) {
+		*p = cached;
+		return cached_ret;
+	}
+	memset(&cached, 0, sizeof(cached));
+	if (!uname(&u))
+		snprintf(cached.release, sizeof(cached.release), "%s", u.release);
+	ret = io_uring_queue_init(8, &ring, 0);
+	if (ret) {
+		snprintf(cached.reason, sizeof(cached.reason),
+			 "io_uring_setup failed: %s", strerror(-ret));
+	} else {
+		cached.io_uring = 1;
+		trial_features(&ring, &cached);
+		cached.recv_multishot = has_recv_multishot(&cached);
+		io_uring_queue_exit(&ring);
+	}
+	choose(&cached);
+	cached_ret = cached.io_uring ? 0 : ret;
+	*p = cached;
+	return cached_ret;
+}
+
+static int supported(const struct sheaf_probe *p, enum sheaf_io io)
+{
+	switch (io) {
+	case SHEAF_IO_BUNDLE:
+		return p->recv_bundle && p->send_bundle;
+	case SHEAF_IO_SENDMSG:
+		return p->recv_bundle;
+	case SHEAF_IO_RING:
+	case SHEAF_IO_PLAIN:
+		return p->pbuf_ring && p->recv_multishot;
+	default:
+		return 0;
+	}
+}
+
+int sheaf_io_resolve(enum sheaf_io requested)
+{
+	struct sheaf_probe p;
+	const char *env = getenv("SHEAF_IO");
+	int io = requested;
+
+	if (io == SHEAF_IO_AUTO && env && *env) {
+		io = sheaf_io_parse(env);
+		if (io < 0)
+			return -EINVAL;
+	}
+	sheaf_probe(&p);
+	if (io == SHEAF_IO_AUTO)
+		io = p.best;
+	if (io == SHEAF_IO_AUTO || !supported(&p, io))
+		return -EOPNOTSUPP;
+	return io;
+}

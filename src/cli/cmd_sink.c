@@ -15,7 +15,8 @@ static const char help[] =
 	"  --verify            check every byte of each stream (sheaf source --verify);\n"
 	"                      names the stream and offset of any loss, corruption,\n"
 	"                      duplication or reordering\n"
-	"  --conns N           exit after N connections ended (default: run until SIGINT)\n"
+	"  --conns N           exit after N streams ended (default: run until SIGINT);\n"
+	"                      connections that close without sending a byte do not count\n"
 	"  --echo              send everything received back (by reference, no copy)\n"
 	"  --io MODE           auto|bundle|ring|plain|sendmsg (default auto)\n"
 	"  --buf-size BYTES    pool buffer size (default 64K)\n"
@@ -173,6 +174,11 @@ static void on_close(struct sheaf_conn *c, int err)
 
 	if (!st)
 		return;
+	if (!st->bytes && !err) {
+		/* a connection that sent nothing (a port probe) is no stream */
+		free(st);
+		return;
+	}
 	if (s->o.verify) {
 		if (err && !st->chk.failed) {
 			st->chk.failed = true;

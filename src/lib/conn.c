@@ -237,7 +237,9 @@ static void send_kick(struct sheaf_conn *c)
 	struct sheaf_loop *l = c->loop;
 	unsigned n;
 
-	if (c->sends || c->q_out == c->q_count || c->closing)
+	/* q_count, not q_out: a bundle send may stop (socket full) with
+	 * entries still in the send ring, and then it must be resubmitted */
+	if (c->sends || !c->q_count || c->closing)
 		return;
 	if ((l->cfg.io == SHEAF_IO_BUNDLE || l->cfg.io == SHEAF_IO_RING) &&
 	    !c->sring) {
@@ -546,6 +548,8 @@ void sheaf__handle_send(struct sheaf_conn *c, struct io_uring_cqe *cqe)
 
 /* ---- lifecycle --------------------------------------------------------- */
 
+static void conn_free(struct sheaf_conn *c);
+
 struct sheaf_conn *sheaf__conn_new(struct sheaf_loop *l, int fd)
 {
 	struct sheaf_conn *c;
@@ -570,6 +574,18 @@ struct sheaf_conn *sheaf__conn_new(struct sheaf_loop *l, int fd)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
 	return c;
+}
+
+/* Frees connections whose last SQE completed. Deferred to here so that a
+ * connection stays valid for the whole completion that closed it. */
+void sheaf__reap(struct sheaf_loop *l)
+{
+	while (l->reap) {
+		struct sheaf_conn *c = l->reap;
+
+		l->reap = c->reap_next;
+		conn_free(c);
+	}
 }
 
 static void conn_free(struct sheaf_conn *c)
@@ -660,8 +676,11 @@ void sheaf__progress(struct sheaf_conn *c)
 	struct sheaf_conn *p;
 
 	if (c->closing) {
-		if (!c->inflight)
-			conn_free(c);
+		if (!c->inflight && !c->reaping) {
+			c->reaping = true;
+			c->reap_next = c->loop->reap;
+			c->loop->reap = c;
+		}
 		return;
 	}
 	if (c->sends || c->q_count)

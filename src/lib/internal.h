@@ -123,7 +123,8 @@ struct sheaf_conn {
 	unsigned sends;                  /* send SQEs in flight */
 	struct sheaf__sring *sring;
 	struct iovec *iov;               /* sendmsg gather list */
-	bool shut_pending, wr_shut, want_close, closing;
+	bool shut_pending, wr_shut, want_close, closing, reaping;
+	struct sheaf_conn *reap_next;
 	unsigned inflight;               /* SQEs still to complete */
 	int err;
 	struct sockaddr_storage addr;    /* connect target, until submitted */
@@ -153,6 +154,7 @@ struct sheaf_loop {
 	uint32_t sring_entries, nsrings;
 	uint16_t next_bgid;
 	struct sheaf_conn *wait_head, *wait_tail;
+	struct sheaf_conn *reap;     /* closed, to be freed after this batch */
 	uint32_t rearm_min;          /* free buffers needed to re-arm a recv */
 	uint64_t queue_high, queue_low;
 	uint16_t *bids;              /* scratch: buffers of one completion */
@@ -178,6 +180,7 @@ void sheaf__handle_connect(struct sheaf_conn *c, int res);
 void sheaf__handle_cancel(struct sheaf_conn *c);
 void sheaf__recv_arm(struct sheaf_conn *c);
 void sheaf__progress(struct sheaf_conn *c);
+void sheaf__reap(struct sheaf_loop *l);
 void sheaf__sring_destroy(struct sheaf_loop *l, struct sheaf__sring *sr);
 
 /* Kernel release triple parsing, shared by the probe and its tests. */

@@ -364,6 +364,7 @@ int sheaf_loop_run(struct sheaf_loop *l)
 	while (!l->break_req) {
 		if (l->stop_req && !l->stopping)
 			begin_stop(l);
+		sheaf__reap(l);
 		if (l->stopping && !l->nconns && !listeners_armed(l))
 			break;
 		/* recycled buffers become visible before anything waits */
@@ -379,6 +380,7 @@ int sheaf_loop_run(struct sheaf_loop *l)
 			n++;
 		}
 		io_uring_cq_advance(&l->ring, n);
+		sheaf__reap(l);
 	}
 	sheaf__pool_flush(&l->pool);
 	return 0;

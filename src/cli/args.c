@@ -1,5 +1,6 @@
 /* Parsers and small helpers shared by the subcommands. */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -108,6 +109,33 @@ int parse_list(const char *s, char ***items, unsigned *n)
 	*items = v;
 	*n = cnt;
 	return cnt ? 0 : -EINVAL;
+}
+
+int addr_bound(int fd, struct addr *a)
+{
+	char host[INET6_ADDRSTRLEN];
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int port;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len))
+		return -errno;
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+		port = ntohs(s6->sin6_port);
+		snprintf(a->text, sizeof(a->text), "[%s]:%d", host, port);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+		port = ntohs(s4->sin_port);
+		snprintf(a->text, sizeof(a->text), "%s:%d", host, port);
+	}
+	memcpy(&a->ss, &ss, len);
+	a->len = len;
+	return 0;
 }
 
 void say(const char *cmd, const char *fmt, ...)

@@ -21,6 +21,8 @@ struct addr {
 int parse_size(const char *s, uint64_t *out);      /* 64K, 16M, 1G, 123 */
 int parse_u32(const char *s, uint32_t *out);
 int parse_addr(const char *s, struct addr *a);     /* 1.2.3.4:80, [::1]:80, name:80 */
+/* The address fd is bound to (port 0 resolved), as text too. */
+int addr_bound(int fd, struct addr *a);
 int parse_list(const char *s, char ***items, unsigned *n); /* a,b,c (malloc'd) */
 
 /* Prints "sheaf CMD: message" to stderr. */

@@ -150,7 +150,7 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 	       "\"recv_cqes\":%llu,\"recv_bufs\":%llu,\"bufs_per_recv\":%.2f,"
 	       "\"recv_rearms\":%llu,\"recv_enobufs\":%llu,\"send_sqes\":%llu,"
 	       "\"send_cqes\":%llu,\"send_bufs\":%llu,\"bufs_per_send\":%.2f,\"pauses\":%llu,"
-	       "\"bundle_mismatch\":%llu,\"pool_free\":%u,\"pool_bufs\":%u,\"send_rings\":%u}\n",
+	       "\"bundle_mismatch\":%llu,\"send_resyncs\":%llu,\"pool_free\":%u,\"pool_bufs\":%u,\"send_rings\":%u}\n",
 	       sheaf_io_name(io), (unsigned long long)s->accepted,
 	       (unsigned long long)s->rejected, (unsigned long long)s->connect_failed,
 	       (unsigned long long)s->errors, (unsigned long long)s->bytes_in,
@@ -162,6 +162,7 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 	       (unsigned long long)s->send_bufs,
 	       s->send_cqes ? (double)s->send_bufs / (double)s->send_cqes : 0.0,
 	       (unsigned long long)s->pauses, (unsigned long long)s->bundle_mismatch,
+	       (unsigned long long)s->send_resyncs,
 	       s->pool_free, s->pool_bufs, s->sendrings);
 }
 
@@ -193,6 +194,7 @@ int cmd_proxy(int argc, char **argv)
 		sheaf_loop_free(loop);
 		return 1;
 	}
+	addr_bound(ret, &o.listen);
 	stop_on_signals(loop);
 	if (!o.quiet)
 		printf("sheaf proxy: listening on %s (io=%s, buf-size=%u, bufs=%u, upstream=%s)\n",

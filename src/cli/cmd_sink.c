@@ -265,6 +265,7 @@ int cmd_sink(int argc, char **argv)
 		sheaf_loop_free(s.loop);
 		return 1;
 	}
+	addr_bound(ret, &s.o.listen);
 	stop_on_signals(s.loop);
 	fprintf(stderr, "sheaf sink: listening on %s (io=%s, buf-size=%u, bufs=%u)\n",
 		s.o.listen.text, sheaf_io_name(cfg.io), cfg.buf_size, cfg.nbufs);

@@ -16,14 +16,22 @@
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2 /* Linux 6.12; goes in io_uring_buf_reg.pad in 2.3 */
 #endif
-#ifndef IORING_CQE_F_BUF_MORE
-#define IORING_CQE_F_BUF_MORE (1U << 4) /* Linux 6.12 */
-#endif
 #ifndef IORING_SETUP_SINGLE_ISSUER
 #define IORING_SETUP_SINGLE_ISSUER (1U << 12)
 #endif
 #ifndef IORING_SETUP_DEFER_TASKRUN
 #define IORING_SETUP_DEFER_TASKRUN (1U << 13)
 #endif
+
+/*
+ * IORING_REGISTER_PBUF_STATUS (Linux 6.8) reads a buffer ring's head. Newer
+ * liburing declares it in an enum, so it gets a name of our own here.
+ */
+#define SHEAF_REGISTER_PBUF_STATUS 26
+struct sheaf_buf_status {
+	__u32 buf_group;
+	__u32 head;
+	__u32 resv[8];
+};
 
 #endif

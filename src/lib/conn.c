@@ -8,6 +8,8 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -101,12 +103,14 @@ static void q_retire(struct sheaf_conn *c)
 {
 	struct sheaf_loop *l = c->loop;
 	uint16_t bid = c->q_head;
+	uint32_t left = l->pool.len[bid] - c->q_off;
 
 	c->q_head = l->pool.next[bid];
 	c->q_count--;
 	c->q_out--;
-	c->q_bytes -= l->pool.len[bid];
-	l->st.bytes_out += l->pool.len[bid];
+	c->q_off = 0;
+	c->q_bytes -= left;
+	l->st.bytes_out += left;
 	l->st.send_bufs++;
 	sheaf__pool_put(&l->pool, bid);
 }
@@ -129,20 +133,42 @@ static uint16_t q_hand_out(struct sheaf_conn *c)
 	return bid;
 }
 
-/* Publishes queued buffers into the send ring while it has room. */
-static void sring_fill(struct sheaf_conn *c)
+/*
+ * Bytes the socket takes now without waiting, with a wide margin for the
+ * kernel's per-skb overhead. See send_kick for why bundles must fit.
+ */
+static uint64_t send_room(struct sheaf_conn *c)
+{
+	int sndbuf = 0, outq = 0;
+	socklen_t len = sizeof(sndbuf);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) ||
+	    ioctl(c->fd, SIOCOUTQ, &outq))
+		return 0;
+	return sndbuf / 2 > outq ? (uint64_t)(sndbuf / 2 - outq) : 0;
+}
+
+/* Publishes queued buffers into the send ring while it has entries free
+ * and they fit in `room` bytes. */
+static void sring_fill(struct sheaf_conn *c, uint64_t room)
 {
 	struct sheaf_loop *l = c->loop;
 	struct sheaf__sring *sr = c->sring;
 	uint16_t added = 0;
+	uint64_t bytes = 0;
 
 	while (c->q_out < c->q_count &&
 	       (uint16_t)(sr->tail + added - sr->head) < l->sring_entries) {
-		uint16_t bid = q_hand_out(c);
+		uint16_t bid = c->q_push;
+		uint32_t off = bid == c->q_head ? c->q_off : 0;
+		uint32_t len = l->pool.len[bid] - off;
 
-		io_uring_buf_ring_add(sr->br, sheaf__pool_buf(&l->pool, bid),
-				      l->pool.len[bid], bid,
-				      (int)l->sring_entries - 1, added);
+		if (bytes + len > room)
+			break;
+		q_hand_out(c);
+		io_uring_buf_ring_add(sr->br, sheaf__pool_buf(&l->pool, bid) + off,
+				      len, bid, (int)l->sring_entries - 1, added);
+		bytes += len;
 		added++;
 	}
 	if (added) {
@@ -217,9 +243,10 @@ static void send_gather(struct sheaf_conn *c)
 	iov = (struct iovec *)(mh + 1);
 	while (c->q_out < c->q_count && n < IOV_MAX_GATHER) {
 		uint16_t bid = q_hand_out(c);
+		uint32_t off = bid == c->q_head ? c->q_off : 0;
 
-		iov[n].iov_base = sheaf__pool_buf(&l->pool, bid);
-		iov[n].iov_len = l->pool.len[bid];
+		iov[n].iov_base = sheaf__pool_buf(&l->pool, bid) + off;
+		iov[n].iov_len = l->pool.len[bid] - off;
 		n++;
 	}
 	memset(mh, 0, sizeof(*mh));
@@ -235,6 +262,7 @@ static void send_gather(struct sheaf_conn *c)
 static void send_kick(struct sheaf_conn *c)
 {
 	struct sheaf_loop *l = c->loop;
+	uint64_t room;
 	unsigned n;
 
 	/* q_count, not q_out: a bundle send may stop (socket full) with
@@ -251,11 +279,26 @@ static void send_kick(struct sheaf_conn *c)
 	}
 	switch (l->cfg.io) {
 	case SHEAF_IO_BUNDLE:
-		sring_fill(c);
+		/*
+		 * A bundle send that has to wait for socket space goes through
+		 * the kernel's short-send retry, and there (Linux 6.18) the
+		 * CQE's byte count, the ring head and the bytes on the wire
+		 * can disagree: data lost or sent twice. So a bundle only
+		 * carries what fits in the socket now; when not even the
+		 * oldest buffer fits, the queue is gathered into one sendmsg,
+		 * whose short-send retry is exact, and which waits for room.
+		 */
+		room = send_room(c);
+		c->gathering = l->pool.len[c->q_head] - c->q_off > room;
+		if (c->gathering) {
+			send_gather(c);
+			break;
+		}
+		sring_fill(c, room);
 		send_bundle(c);
 		break;
 	case SHEAF_IO_RING:
-		sring_fill(c);
+		sring_fill(c, UINT64_MAX);
 		n = (uint16_t)(c->sring->tail - c->sring->head);
 		send_chain(c, n < CHAIN_MAX ? n : CHAIN_MAX, true);
 		break;
@@ -484,16 +527,31 @@ void sheaf__handle_recv(struct sheaf_loop *l, struct io_uring_cqe *cqe)
 
 /* ---- send completions -------------------------------------------------- */
 
-/* Retires exactly `res` bytes of handed-out buffers; -EPROTO if it ends
- * inside a buffer (a short send, which MSG_WAITALL allows only on error). */
-static int retire_bytes(struct sheaf_conn *c, uint32_t res, bool ring)
+/*
+ * Retires `res` sent bytes, oldest first. A send that ends inside a buffer
+ * returns 1 (bundle mode keeps the offset and sends the rest later) or
+ * -EPROTO where MSG_WAITALL allows that only on error.
+ */
+static int retire_bytes(struct sheaf_conn *c, uint32_t res, bool ring,
+			bool partial_ok)
 {
-	struct sheaf__pool *p = &c->loop->pool;
+	struct sheaf_loop *l = c->loop;
 
 	while (res) {
-		if (!c->q_out || p->len[c->q_head] > res)
+		uint32_t left;
+
+		if (!c->q_out)
 			return -EPROTO;
-		res -= p->len[c->q_head];
+		left = l->pool.len[c->q_head] - c->q_off;
+		if (left > res) {
+			if (!partial_ok)
+				return -EPROTO;
+			c->q_off += res;
+			c->q_bytes -= res;
+			l->st.bytes_out += res;
+			return 1;
+		}
+		res -= left;
 		q_retire(c);
 		if (ring)
 			c->sring->head++;
@@ -504,14 +562,47 @@ static int retire_bytes(struct sheaf_conn *c, uint32_t res, bool ring)
 static int send_result(struct sheaf_conn *c, struct io_uring_cqe *cqe)
 {
 	enum sheaf_io io = c->loop->cfg.io;
-	bool ring = io == SHEAF_IO_BUNDLE || io == SHEAF_IO_RING;
+	bool ring = (io == SHEAF_IO_BUNDLE && !c->gathering) || io == SHEAF_IO_RING;
 
 	if (cqe->res < 0)
 		return cqe->res;
 	if (ring && cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER) &&
 	    (cqe->flags >> IORING_CQE_BUFFER_SHIFT) != c->q_head)
 		return -EPROTO; /* the kernel sent another buffer than ours */
-	return retire_bytes(c, (uint32_t)cqe->res, ring);
+	return retire_bytes(c, (uint32_t)cqe->res, ring, ring && io == SHEAF_IO_BUNDLE);
+}
+
+/*
+ * After a bundle send completes, make the send ring agree with what was
+ * sent. The CQE's byte count is the truth; the ring head need not match
+ * it: a bundle send that had to wait for socket space can complete short
+ * with every selected buffer consumed, or with the head behind buffers
+ * it did send. So read the kernel's head (one syscall per bundle):
+ *  - equal to ours: nothing to do;
+ *  - everything published consumed: the unsent rest (from the oldest
+ *    unsent byte) is simply published again after it;
+ *  - anything else: re-register the ring empty and publish the rest.
+ */
+static int sring_sync(struct sheaf_conn *c)
+{
+	struct sheaf_loop *l = c->loop;
+	struct sheaf__sring *sr = c->sring;
+	uint16_t khead;
+	int ret = sheaf__ring_head(&l->ring, sr->bgid, &khead);
+
+	if (!ret && khead == sr->head && !c->q_off)
+		return 0;
+	l->st.send_resyncs++;
+	c->q_out = 0;
+	c->q_push = c->q_count ? c->q_head : SHEAF__NIL;
+	if (!ret && khead == sr->tail) {
+		sr->head = sr->tail;
+		return 0;
+	}
+	io_uring_unregister_buf_ring(&l->ring, sr->bgid);
+	io_uring_buf_ring_init(sr->br);
+	sr->head = sr->tail = 0;
+	return sheaf__ring_register(&l->ring, sr->br, l->sring_entries, sr->bgid, 0);
 }
 
 void sheaf__handle_send(struct sheaf_conn *c, struct io_uring_cqe *cqe)
@@ -528,6 +619,11 @@ void sheaf__handle_send(struct sheaf_conn *c, struct io_uring_cqe *cqe)
 	ret = send_result(c, cqe);
 	if (ret == -ENOBUFS && c->sring && c->sring->tail == c->sring->head)
 		ret = 0; /* the ring was empty when the kernel looked */
+	if (ret >= 0 && !more && l->cfg.io == SHEAF_IO_BUNDLE && !c->closing &&
+	    !c->gathering)
+		ret = sring_sync(c);
+	if (!more)
+		c->gathering = false;
 	if (ret < 0 && ret != -ECANCELED) {
 		if (ret == -EPROTO)
 			l->st.bundle_mismatch++;
@@ -539,8 +635,6 @@ void sheaf__handle_send(struct sheaf_conn *c, struct io_uring_cqe *cqe)
 	}
 	if (c->paused_src && c->q_bytes <= l->queue_low)
 		bp_release(c);
-	if (l->cfg.io == SHEAF_IO_BUNDLE && c->sring)
-		sring_fill(c);
 	if (!c->sends)
 		send_kick(c);
 	sheaf__progress(c);

@@ -80,6 +80,7 @@ static inline uint8_t *sheaf__pool_buf(const struct sheaf__pool *p, uint16_t bid
 struct io_uring_buf_ring *sheaf__ring_alloc(uint32_t entries, size_t *len);
 int sheaf__ring_register(struct io_uring *ring, struct io_uring_buf_ring *br,
 			 uint32_t entries, uint16_t bgid, unsigned flags);
+int sheaf__ring_head(struct io_uring *ring, uint16_t bgid, uint16_t *head);
 
 /*
  * Maps a receive completion (first buffer id, bytes) to the buffers it
@@ -119,8 +120,10 @@ struct sheaf_conn {
 	/* send queue: bids linked through pool.next, oldest first */
 	uint16_t q_head, q_tail, q_push; /* q_push: first bid not handed out */
 	uint32_t q_count, q_out;         /* q_out: handed to the kernel */
+	uint32_t q_off;                  /* bytes of q_head already sent */
 	uint64_t q_bytes;
 	unsigned sends;                  /* send SQEs in flight */
+	bool gathering;                  /* bundle mode: the send in flight is a sendmsg */
 	struct sheaf__sring *sring;
 	struct iovec *iov;               /* sendmsg gather list */
 	bool shut_pending, wr_shut, want_close, closing, reaping;

@@ -69,7 +69,9 @@ static void loop_limits(struct sheaf_loop *l)
 {
 	uint64_t pool_bytes = (uint64_t)l->cfg.buf_size * l->cfg.nbufs;
 
-	l->sring_entries = l->cfg.nbufs < 1024 ? l->cfg.nbufs : 1024;
+	/* One bundle pass takes at most 256 buffers; a window that size is sent
+	 * in one pass, so the kernel never re-selects inside one send. */
+	l->sring_entries = l->cfg.nbufs < 256 ? l->cfg.nbufs : 256;
 	if (l->sring_entries < 8)
 		l->sring_entries = 8;
 	l->rearm_min = l->cfg.nbufs / 4 < 64 ? l->cfg.nbufs / 4 : 64;

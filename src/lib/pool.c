@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -33,6 +34,22 @@ int sheaf__ring_register(struct io_uring *ring, struct io_uring_buf_ring *br,
 	reg.bgid = bgid;
 	reg.pad = flags; /* liburing 2.3 calls the flags field `pad` */
 	return io_uring_register_buf_ring(ring, &reg, 0);
+}
+
+/* The kernel's head of a buffer ring: what it has consumed so far. */
+int sheaf__ring_head(struct io_uring *ring, uint16_t bgid, uint16_t *head)
+{
+	struct sheaf_buf_status st;
+	int ret;
+
+	memset(&st, 0, sizeof(st));
+	st.buf_group = bgid;
+	ret = (int)syscall(__NR_io_uring_register, ring->ring_fd,
+			   SHEAF_REGISTER_PBUF_STATUS, &st, 1);
+	if (ret < 0)
+		return -errno;
+	*head = (uint16_t)st.head;
+	return 0;
 }
 
 static int pool_alloc_arrays(struct sheaf__pool *p)

@@ -211,7 +211,6 @@ int io_config(const char *cmd, const struct io_opts *o, uint32_t max_conns,
 		return EXIT_USAGE;
 	}
 	cfg->max_conns = max_conns;
-	cfg->nodelay = 1;
 	return 0;
 }
 

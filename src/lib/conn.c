@@ -15,7 +15,7 @@
 
 #include "internal.h"
 
-#define CHAIN_MAX 32   /* linked per-buffer sends in flight (ring, plain) */
+#define CHAIN_MAX 256   /* linked per-buffer sends in flight (ring, plain) */
 #define IOV_MAX_GATHER 256
 
 static uint64_t ud(struct sheaf_conn *c, unsigned op)

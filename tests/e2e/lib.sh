@@ -1,0 +1,152 @@
+# Shared helpers for the end-to-end tests (bash; sourced, not run).
+#
+#   . "$(dirname "$0")/lib.sh"
+#
+# Sets: REPO_ROOT, SHEAF (binary; env SHEAF, default build/sheaf under the
+# repo root), E2E_TMP (scratch directory, removed on exit).
+# Every background process started through these helpers is recorded and
+# killed by the EXIT trap.  Tests exit 0 pass, 1 fail, 77 skip.
+
+E2E_NAME=$(basename "$0" .sh)
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+case "${SHEAF:-}" in
+"") SHEAF="$REPO_ROOT/build/sheaf" ;;
+/*) ;;
+*) if [ -x "$SHEAF" ]; then SHEAF="$(pwd)/$SHEAF"; else SHEAF="$REPO_ROOT/$SHEAF"; fi ;;
+esac
+
+E2E_PIDS=""
+E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/sheaf-e2e-$E2E_NAME.XXXXXX") || exit 1
+E2E_SEQ=0
+
+say() { printf '%s\n' "$*"; }
+# fail MSG: print the reason and exit 1 (the EXIT trap cleans up).
+fail() { printf 'FAIL %s: %s\n' "$E2E_NAME" "$*" >&2; exit 1; }
+skip() { printf 'SKIP %s: %s\n' "$E2E_NAME" "$*" >&2; exit 77; }
+
+# track PID: remember a background process for the cleanup trap.
+track() { E2E_PIDS="$E2E_PIDS $1"; }
+
+# alive PID: true while PID runs (and is not a zombie we already reaped).
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# wait_pid PID [SECONDS]: wait at most SECONDS (default 10) for PID to exit;
+# its exit status is returned, or 124 after killing it on timeout.
+wait_pid() {
+	local pid=$1 limit=$(( ${2:-10} * 10 )) i=0
+	while alive "$pid" && [ "$i" -lt "$limit" ]; do
+		# a finished child stays "alive" to kill -0 only until reaped;
+		# a zombie is not running, so check /proc state too
+		if [ -r "/proc/$pid/stat" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+			break
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if [ "$i" -ge "$limit" ] && alive "$pid"; then
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		return 124
+	fi
+	wait "$pid" 2>/dev/null
+}
+
+# stop PID [SECONDS]: SIGTERM then wait_pid (returns PID's exit status).
+stop() {
+	kill -TERM "$1" 2>/dev/null
+	wait_pid "$1" "${2:-10}"
+}
+
+cleanup() {
+	local p
+	for p in $E2E_PIDS; do
+		alive "$p" && kill -TERM "$p" 2>/dev/null
+	done
+	for p in $E2E_PIDS; do
+		local i=0
+		while alive "$p" && [ "$i" -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+		alive "$p" && kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	if [ -n "${E2E_KEEP:-}" ]; then
+		echo "kept $E2E_TMP" >&2
+	else
+		rm -rf "$E2E_TMP"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_port FILE [PID]: poll up to 5 s for a "listening on HOST:PORT" line in
+# FILE and print PORT.  Returns 1 on timeout or when PID died first.
+wait_port() {
+	local file=$1 pid=${2:-} i=0 port
+	while [ "$i" -lt 50 ]; do
+		port=$(sed -n 's/.*listening on [0-9.]*:\([0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -n1)
+		if [ -n "$port" ]; then
+			printf '%s\n' "$port"
+			return 0
+		fi
+		if [ -n "$pid" ] && ! alive "$pid"; then
+			return 1
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 1
+}
+
+# start_sink ARGS...: run `sheaf sink ARGS` in the background.
+# Sets SINK_PID, SINK_PORT, SINK_OUT (stdout file), SINK_ERR (stderr file).
+# Returns 1 when it did not start listening.
+start_sink() {
+	E2E_SEQ=$((E2E_SEQ + 1))
+	SINK_OUT="$E2E_TMP/sink.$E2E_SEQ.out"
+	SINK_ERR="$E2E_TMP/sink.$E2E_SEQ.err"
+	"$SHEAF" sink "$@" >"$SINK_OUT" 2>"$SINK_ERR" &
+	SINK_PID=$!
+	track "$SINK_PID"
+	SINK_PORT=$(wait_port "$SINK_ERR" "$SINK_PID") || {
+		SINK_PORT=""
+		return 1
+	}
+}
+
+# start_proxy ARGS...: run `sheaf proxy ARGS` in the background.
+# Sets PROXY_PID, PROXY_PORT, PROXY_OUT, PROXY_ERR.
+start_proxy() {
+	E2E_SEQ=$((E2E_SEQ + 1))
+	PROXY_OUT="$E2E_TMP/proxy.$E2E_SEQ.out"
+	PROXY_ERR="$E2E_TMP/proxy.$E2E_SEQ.err"
+	"$SHEAF" proxy "$@" >"$PROXY_OUT" 2>"$PROXY_ERR" &
+	PROXY_PID=$!
+	track "$PROXY_PID"
+	PROXY_PORT=$(wait_port "$PROXY_OUT" "$PROXY_PID") || {
+		PROXY_PORT=""
+		return 1
+	}
+}
+
+# pool_balanced FILE: true when FILE has a "sheaf proxy: stats" line whose
+# "pool_free" equals "pool_bufs".  Prints "free/bufs" (or "no stats").
+pool_balanced() {
+	local line free bufs
+	line=$(grep 'sheaf proxy: stats' "$1" 2>/dev/null | tail -n1)
+	free=$(printf '%s' "$line" | sed -n 's/.*"pool_free":\([0-9][0-9]*\).*/\1/p')
+	bufs=$(printf '%s' "$line" | sed -n 's/.*"pool_bufs":\([0-9][0-9]*\).*/\1/p')
+	if [ -z "$free" ] || [ -z "$bufs" ]; then
+		printf 'no stats\n'
+		return 1
+	fi
+	printf '%s/%s\n' "$free" "$bufs"
+	[ "$free" = "$bufs" ]
+}
+
+# one_line FILE: the file's content squeezed to one short line for reports.
+one_line() { tr '\n' ' ' <"$1" 2>/dev/null | cut -c1-300; }
+
+require_sheaf() {
+	[ -x "$SHEAF" ] || skip "no sheaf binary at $SHEAF (run make)"
+}

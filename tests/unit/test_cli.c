@@ -1,0 +1,163 @@
+/* Parsers and the stream checker of the sheaf command. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cli.h"
+
+static void sizes(void **state)
+{
+	uint64_t v;
+
+	assert_int_equal(parse_size("123", &v), 0);
+	assert_int_equal(v, 123);
+	assert_int_equal(parse_size("4K", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(parse_size("16M", &v), 0);
+	assert_int_equal(v, 16u << 20);
+	assert_int_equal(parse_size("1G", &v), 0);
+	assert_int_equal(v, 1u << 30);
+	assert_int_equal(parse_size("64KiB", &v), 0);
+	assert_int_equal(v, 65536);
+	assert_int_equal(parse_size("", &v), -EINVAL);
+	assert_int_equal(parse_size("-1", &v), -EINVAL);
+	assert_int_equal(parse_size("12Q", &v), -EINVAL);
+	assert_int_equal(parse_size("99999999999999999999", &v), -EINVAL);
+	assert_int_equal(parse_size("17179869184G", &v), -EINVAL);
+}
+
+static void addresses(void **state)
+{
+	struct addr a;
+
+	assert_int_equal(parse_addr("127.0.0.1:9000", &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET);
+	assert_int_equal(parse_addr("[::1]:80", &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET6);
+	assert_int_equal(parse_addr("localhost:0", &a), 0);
+	assert_int_equal(parse_addr("127.0.0.1", &a), -EINVAL);
+	assert_int_equal(parse_addr("127.0.0.1:70000", &a), -EINVAL);
+	assert_int_equal(parse_addr("127.0.0.1:", &a), -EINVAL);
+	assert_int_equal(parse_addr(":80", &a), -EINVAL);
+	assert_int_equal(parse_addr("nonsense", &a), -EINVAL);
+	assert_int_equal(parse_addr("::1:80", &a), -EINVAL);
+}
+
+static struct pattern pat;
+
+static const struct pattern *pat_for(uint64_t seed, void *arg)
+{
+	return seed == pat.seed ? &pat : NULL;
+}
+
+/* Builds stream `id` of `len` bytes: header + pattern. */
+static uint8_t *make_stream(uint32_t id, uint64_t len)
+{
+	uint8_t *s = malloc(STREAM_HDR + len);
+	uint32_t start = stream_start(pat.seed, id);
+
+	stream_header(s, id, pat.seed, len);
+	for (uint64_t i = 0; i < len; i++)
+		s[STREAM_HDR + i] = pat.bytes[(start + i) % PATTERN_LEN];
+	return s;
+}
+
+static void check_chunks(const uint8_t *s, size_t n, size_t chunk, struct stream_check *k)
+{
+	memset(k, 0, sizeof(*k));
+	for (size_t off = 0; off < n; off += chunk)
+		stream_feed(k, s + off, n - off < chunk ? n - off : chunk, pat_for, NULL);
+	stream_end(k);
+}
+
+static void stream_intact_any_chunking(void **state)
+{
+	uint8_t *s = make_stream(7, 100000);
+	struct stream_check k;
+	size_t chunks[] = { 1, 7, 32, 4096, 100032 };
+
+	for (size_t i = 0; i < 5; i++) {
+		check_chunks(s, STREAM_HDR + 100000, chunks[i], &k);
+		assert_false(k.failed);
+		assert_int_equal(k.id, 7);
+		assert_int_equal(k.off, 100000);
+	}
+	free(s);
+}
+
+static void stream_detects_damage(void **state)
+{
+	uint64_t len = 10000;
+	uint8_t *s = make_stream(3, len), *t;
+	struct stream_check k;
+	size_t n = STREAM_HDR + len;
+
+	/* corruption */
+	s[STREAM_HDR + 5000] ^= 1;
+	check_chunks(s, n, 333, &k);
+	assert_true(k.failed);
+	assert_int_equal(k.fail_off, 5000);
+	s[STREAM_HDR + 5000] ^= 1;
+	/* loss: truncated */
+	check_chunks(s, n - 10, 333, &k);
+	assert_true(k.failed);
+	assert_int_equal(k.fail_off, len - 10);
+	/* reordering: swap two 32-byte chunks */
+	t = malloc(n);
+	memcpy(t, s, n);
+	memcpy(t + STREAM_HDR + 64, s + STREAM_HDR + 96, 32);
+	memcpy(t + STREAM_HDR + 96, s + STREAM_HDR + 64, 32);
+	check_chunks(t, n, 4096, &k);
+	assert_true(k.failed);
+	assert_int_equal(k.fail_off, 64);
+	/* duplication: a chunk sent twice shifts everything after it */
+	memcpy(t, s, STREAM_HDR + 128);
+	memcpy(t + STREAM_HDR + 128, s + STREAM_HDR + 96, n - STREAM_HDR - 128);
+	check_chunks(t, n, 4096, &k);
+	assert_true(k.failed);
+	assert_int_equal(k.fail_off, 128);
+	/* another stream's bytes */
+	free(t);
+	t = make_stream(4, len);
+	memcpy(t, s, STREAM_HDR);
+	check_chunks(t, n, 4096, &k);
+	assert_true(k.failed);
+	assert_int_equal(k.fail_off, 0);
+	/* extra bytes */
+	free(t);
+	t = malloc(n + 1);
+	memcpy(t, s, n);
+	t[n] = 0;
+	check_chunks(t, n + 1, 4096, &k);
+	assert_true(k.failed);
+	assert_int_equal(k.fail_off, len);
+	/* bad header */
+	t[0] = 'X';
+	check_chunks(t, n, 4096, &k);
+	assert_true(k.failed);
+	free(t);
+	free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(sizes),
+		cmocka_unit_test(addresses),
+		cmocka_unit_test(stream_intact_any_chunking),
+		cmocka_unit_test(stream_detects_damage),
+	};
+	int ret;
+
+	if (pattern_init(&pat, 42))
+		return 1;
+	ret = cmocka_run_group_tests(tests, NULL, NULL);
+	pattern_free(&pat);
+	return ret;
+}

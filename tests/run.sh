@@ -1,0 +1,62 @@
+#!/bin/sh
+# Runs every test: unit tests (cmocka) and end-to-end tests, first on the
+# normal build, then on the ASan + UBSan build. Ends with one summary line
+# "N passed, N failed, N skipped" and exits non-zero when any failed.
+cd "$(dirname "$0")/.." || exit 1
+pass=0 fail=0 skip=0
+failed_list=""
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+count_unit() { # binary label
+	"$1" >"$log" 2>&1
+	rc=$?
+	p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log")
+	f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log")
+	p=${p:-0} f=${f:-0}
+	[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+	pass=$((pass + p)) fail=$((fail + f))
+	echo "unit  $2: $p passed, $f failed"
+	[ "$f" -ne 0 ] && { cat "$log"; failed_list="$failed_list $2"; }
+}
+
+# e2e scripts print "ok ..." / "FAIL ..." per case; a script without such
+# lines counts as one test by its exit status (77: skipped).
+count_e2e() { # script label [args]
+	s=$1 label=$2
+	shift 2
+	timeout 900 "$s" "$@" >"$log" 2>&1
+	rc=$?
+	p=$(grep -c '^ok ' "$log") f=$(grep -c '^FAIL' "$log")
+	if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+		case $rc in 0) p=1 ;; 77) skip=$((skip + 1)) ;; *) f=1 ;; esac
+	elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+	fi
+	pass=$((pass + p)) fail=$((fail + f))
+	echo "e2e   $label: $p passed, $f failed (exit $rc)"
+	[ "$f" -ne 0 ] && { grep -v '^ok ' "$log" | tail -40; failed_list="$failed_list $label"; }
+	[ "$rc" -eq 77 ] && sed -n 1p "$log"
+}
+
+for build in build build-san; do
+	[ -x $build/sheaf ] || { echo "missing $build/sheaf (run make test)"; exit 1; }
+	for t in $build/tests/test_*; do
+		count_unit "$t" "$build/$(basename "$t")"
+	done
+	export SHEAF=$build/sheaf
+	for t in tests/e2e/*.sh; do
+		name=$(basename "$t" .sh)
+		case $name in
+		lib) ;;
+		proxy_matrix)
+			for m in bundle ring plain sendmsg; do
+				count_e2e "$t" "$build/$name:$m" "$m"
+			done ;;
+		*) count_e2e "$t" "$build/$name" ;;
+		esac
+	done
+done
+[ -n "$failed_list" ] && echo "failed:$failed_list"
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

@@ -38,7 +38,7 @@ struct src_conn {
 	uint64_t len, sent, total; /* total: header + payload */
 	uint32_t start;
 	uint8_t hdr[STREAM_HDR];
-	bool wr_done, done;
+	bool connected, wr_done, done;
 	struct stream_check echo;
 	uint64_t echoed;
 };
@@ -216,6 +216,17 @@ static int event(struct source *s, struct epoll_event *ev)
 
 	if (c->done)
 		return 0;
+	if (!c->connected) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (err) {
+			conn_done(s, c, -err);
+			return 0;
+		}
+		c->connected = true;
+	}
 	if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 		ret = write_some(s, c);
 	if (!ret && s->o.echo && (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP)))

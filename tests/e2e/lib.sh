@@ -85,6 +85,10 @@ wait_port() {
 	local file=$1 pid=${2:-} i=0 port
 	while [ "$i" -lt 50 ]; do
 		port=$(sed -n 's/.*listening on [0-9.]*:\([0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -n1)
+		if [ "$port" = 0 ]; then
+			echo "wait_port: $file names port 0, not the bound port (stale binary?)" >&2
+			return 1
+		fi
 		if [ -n "$port" ]; then
 			printf '%s\n' "$port"
 			return 0

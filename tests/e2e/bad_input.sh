@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# bad_input.sh: usage errors exit 2 and runtime errors exit 1, each with a
+# message on stderr naming the bad value; every subcommand's --help exits 0.
+# No sheaf process started here may be left running.
+. "$(dirname "$0")/lib.sh"
+require_sheaf
+
+failed=0
+STARTED=""
+
+# expect WANT_RC NEEDLE ARGS...: run `sheaf ARGS` (at most 5 s), check its
+# exit status is WANT_RC and its stderr contains NEEDLE (fixed string).
+expect() {
+	local want=$1 needle=$2 rc out err
+	shift 2
+	E2E_SEQ=$((E2E_SEQ + 1))
+	out="$E2E_TMP/cmd.$E2E_SEQ.out"
+	err="$E2E_TMP/cmd.$E2E_SEQ.err"
+	"$SHEAF" "$@" >"$out" 2>"$err" </dev/null &
+	local pid=$!
+	track "$pid"
+	STARTED="$STARTED $pid"
+	wait_pid "$pid" 5
+	rc=$?
+	local what="sheaf $*"
+	if [ "$rc" -ne "$want" ]; then
+		echo "FAIL $what: exit $rc, want $want; stderr: $(one_line "$err")"
+		failed=$((failed + 1))
+		return 1
+	fi
+	if [ -n "$needle" ] && ! grep -qF -- "$needle" "$err"; then
+		echo "FAIL $what: stderr does not mention '$needle': $(one_line "$err")"
+		failed=$((failed + 1))
+		return 1
+	fi
+	echo "ok $what -> $rc"
+}
+
+# port 1 must have no listener for the connection-refused cases
+if (exec 3<>/dev/tcp/127.0.0.1/1) 2>/dev/null; then
+	skip "something listens on 127.0.0.1:1"
+fi
+
+# a live upstream so proxy usage errors are about the flag, not the upstream
+start_sink --listen 127.0.0.1:0 || fail "sink did not start: $(one_line "$SINK_ERR")"
+UP="127.0.0.1:$SINK_PORT"
+L="--listen 127.0.0.1:0"
+
+expect 2 "--buf-size 0"       proxy $L --upstream "$UP" --buf-size 0
+expect 2 "--bufs 1000"        proxy $L --upstream "$UP" --bufs 1000
+expect 2 "--bufs 65536"       proxy $L --upstream "$UP" --bufs 65536
+expect 2 "bogus"              proxy $L --upstream "$UP" --io bogus
+expect 2 "nonsense"           proxy --listen nonsense --upstream "$UP"
+expect 1 "127.0.0.1:1"        proxy $L --upstream 127.0.0.1:1
+expect 2 "--upstream"         proxy $L
+expect 1 "127.0.0.1:1"        source --connect 127.0.0.1:1
+expect 2 "--conns 0"          sink $L --conns 0
+expect 2 "nosuchcmd"          nosuchcmd
+
+for cmd in proxy source sink probe bench; do
+	E2E_SEQ=$((E2E_SEQ + 1))
+	out="$E2E_TMP/help.$E2E_SEQ"
+	"$SHEAF" "$cmd" --help >"$out" 2>&1 </dev/null &
+	pid=$!
+	track "$pid"
+	STARTED="$STARTED $pid"
+	wait_pid "$pid" 5
+	rc=$?
+	if [ "$rc" -eq 0 ] && grep -q 'usage:' "$out"; then
+		echo "ok sheaf $cmd --help"
+	else
+		echo "FAIL sheaf $cmd --help: exit $rc, output: $(one_line "$out")"
+		failed=$((failed + 1))
+	fi
+done
+
+stop "$SINK_PID" 5 >/dev/null
+
+left=""
+for p in $STARTED $SINK_PID; do
+	alive "$p" && left="$left $p"
+done
+kids=$(ps -o pid=,comm= --ppid $$ 2>/dev/null | awk '$2 == "sheaf" { print $1 }')
+if [ -n "$left$kids" ]; then
+	echo "FAIL sheaf processes left running:$left $kids"
+	failed=$((failed + 1))
+fi
+
+[ "$failed" -eq 0 ] || { echo "bad_input: $failed failed"; exit 1; }
+echo "bad_input: all passed"

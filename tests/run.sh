@@ -17,6 +17,7 @@ count_unit() { # binary label
 	[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
 	pass=$((pass + p)) fail=$((fail + f))
 	echo "unit  $2: $p passed, $f failed"
+	sed -n 's/^\[       OK \] /  ok   /p; s/^\[  FAILED  \] \([a-z]\)/  FAIL \1/p' "$log"
 	[ "$f" -ne 0 ] && { cat "$log"; failed_list="$failed_list $2"; }
 }
 
@@ -35,6 +36,7 @@ count_e2e() { # script label [args]
 	fi
 	pass=$((pass + p)) fail=$((fail + f))
 	echo "e2e   $label: $p passed, $f failed (exit $rc)"
+	sed -n 's/^ok /  ok   /p' "$log"
 	[ "$f" -ne 0 ] && { grep -v '^ok ' "$log" | tail -40; failed_list="$failed_list $label"; }
 	[ "$rc" -eq 77 ] && sed -n 1p "$log"
 }
@@ -42,6 +44,7 @@ count_e2e() { # script label [args]
 for build in build build-san; do
 	[ -x $build/sheaf ] || { echo "missing $build/sheaf (run make test)"; exit 1; }
 	for t in $build/tests/test_*; do
+		case $t in *.d) continue ;; esac
 		count_unit "$t" "$build/$(basename "$t")"
 	done
 	export SHEAF=$build/sheaf

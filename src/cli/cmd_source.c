@@ -2,19 +2,22 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 
 static const char help[] =
 	"usage: sheaf source --connect HOST:PORT [options]\n"
-	"Opens connections and sends a stream on each, then half-closes.\n"
+	"Opens connections and sends a stream on each, then half-closes; or, with --rr,\n"
+	"runs request/response transactions on each and reports their latency.\n"
 	"  --connect HOST:PORT  where to send\n"
 	"  --conns N            connections (default 1)\n"
 	"  --bytes N            bytes in all, split evenly over the connections (default 64M)\n"
@@ -22,6 +25,13 @@ static const char help[] =
 	"  --verify             start each stream with a header naming it, for sink --verify\n"
 	"  --echo               read the stream back (sink --echo) and check it byte for byte\n"
 	"  --seed N             pattern seed (default 1)\n"
+	"  --rr SIZE            request/response (1 to 1M bytes): each connection sends SIZE\n"
+	"                       bytes, waits for exactly SIZE back (sink --echo), checks them\n"
+	"                       and repeats; --bytes counts request bytes over all connections,\n"
+	"                       rounded up to whole transactions; no stream header is sent,\n"
+	"                       even with --verify: the echo check is the verification\n"
+	"  --duration SECONDS   with --rr: stop after this long (may be fractional) if --bytes\n"
+	"                       were not all echoed by then\n"
 	"  --json               one JSON result line on stdout\n"
 	"Exit status: 0 when everything was sent (and echoed intact), 1 otherwise, 2 on bad usage.\n";
 
@@ -30,7 +40,12 @@ struct source_opts {
 	bool have_to, verify, echo, json;
 	uint32_t conns, write_size;
 	uint64_t bytes, seed;
+	uint32_t rr;     /* request size; 0: stream mode */
+	double duration; /* seconds; 0: no limit */
 };
+
+/* Latency samples kept for the percentiles (32 MiB); later ones are not. */
+#define RR_MAX_SAMPLES (4u << 20)
 
 struct src_conn {
 	int fd;
@@ -41,6 +56,11 @@ struct src_conn {
 	bool connected, wr_done, done;
 	struct stream_check echo;
 	uint64_t echoed;
+	uint32_t events;      /* epoll mask registered */
+	uint64_t txn;         /* rr: transactions completed */
+	uint32_t rr_off;      /* rr: pattern offset of the current request */
+	uint32_t rr_sent, rr_got;
+	uint64_t t_start, t_end; /* rr: ns, first byte sent, last byte received */
 };
 
 struct source {
@@ -51,7 +71,46 @@ struct source {
 	uint32_t open;
 	int failed;
 	uint8_t *rbuf;
+	double deadline;      /* now_sec() at which --duration ends; 0: none */
+	uint64_t rr_left;     /* transactions not yet started */
+	uint64_t txns;        /* transactions completed, all connections */
+	uint64_t *lat;        /* latencies in ns */
+	size_t nlat, cap_lat;
 };
+
+/* A positive, finite number of seconds: "2", "0.25", "1e-3". */
+static int parse_seconds(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	if (!((*s >= '0' && *s <= '9') || *s == '.'))
+		return -EINVAL; /* strtod would take " 1", "-1", "inf", "nan" */
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || *end || !isfinite(v) || v <= 0)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* --rr and --duration: 0 or EXIT_USAGE (printed). */
+static int parse_rr(struct source_opts *o, int c, const char *val)
+{
+	uint64_t v;
+
+	if (c == 'r') {
+		if (parse_size(val, &v) || !v || v > (1u << 20)) {
+			say("source", "--rr %s: must be 1 to 1M bytes", val);
+			return EXIT_USAGE;
+		}
+		o->rr = (uint32_t)v;
+	} else if (parse_seconds(val, &o->duration)) {
+		say("source", "--duration %s: must be a positive number of seconds", val);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
 
 static int parse(int argc, char **argv, struct source_opts *o)
 {
@@ -60,6 +119,7 @@ static int parse(int argc, char **argv, struct source_opts *o)
 		{ "bytes", required_argument, 0, 'b' },   { "write-size", required_argument, 0, 'w' },
 		{ "verify", no_argument, 0, 'v' },        { "echo", no_argument, 0, 'e' },
 		{ "seed", required_argument, 0, 's' },    { "json", no_argument, 0, 'j' },
+		{ "rr", required_argument, 0, 'r' },      { "duration", required_argument, 0, 'd' },
 		{ "help", no_argument, 0, 'h' },          { 0 }
 	};
 	int c, idx;
@@ -98,6 +158,11 @@ static int parse(int argc, char **argv, struct source_opts *o)
 				return EXIT_USAGE;
 			}
 			break;
+		case 'r':
+		case 'd':
+			if (parse_rr(o, c, optarg))
+				return EXIT_USAGE;
+			break;
 		case 'v': o->verify = true; break;
 		case 'e': o->echo = true; break;
 		case 'j': o->json = true; break;
@@ -108,6 +173,10 @@ static int parse(int argc, char **argv, struct source_opts *o)
 	if (optind < argc || !o->have_to) {
 		say("source", optind < argc ? "unexpected argument '%s'" : "--connect is required%s",
 		    optind < argc ? argv[optind] : "");
+		return EXIT_USAGE;
+	}
+	if (o->duration && !o->rr) {
+		say("source", "--duration needs --rr (a cut-short stream would not verify)");
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -125,8 +194,9 @@ static int open_conn(struct source *s, struct src_conn *c)
 	if (connect(c->fd, (const struct sockaddr *)&s->o.to.ss, s->o.to.len) &&
 	    errno != EINPROGRESS)
 		return -errno;
-	if (!s->o.echo)
-		ev.events = EPOLLOUT;
+	if (!s->o.echo || s->o.rr)
+		ev.events = EPOLLOUT; /* rr: adds EPOLLIN once connected */
+	c->events = ev.events;
 	if (epoll_ctl(s->ep, EPOLL_CTL_ADD, c->fd, &ev))
 		return -errno;
 	return 0;
@@ -209,24 +279,183 @@ static int read_echo(struct source *s, struct src_conn *c)
 	}
 }
 
-static int event(struct source *s, struct epoll_event *ev)
+/* On the first event: did the nonblocking connect work? */
+static bool check_connected(struct source *s, struct src_conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (c->connected)
+		return true;
+	getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+	if (err) {
+		conn_done(s, c, -err);
+		return false;
+	}
+	c->connected = true;
+	return true;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Any window of the pattern, also one longer than PATTERN_LEN (--rr 1M). */
+static size_t pattern_diff(const struct pattern *p, uint64_t off, const uint8_t *d, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		size_t n = len - done < PATTERN_LEN ? len - done : PATTERN_LEN;
+		const uint8_t *want = p->bytes + (off + done) % PATTERN_LEN;
+
+		if (memcmp(want, d + done, n)) {
+			while (want[0] == d[done])
+				want++, done++;
+			return done;
+		}
+		done += n;
+	}
+	return len; /* equal */
+}
+
+/* An rr connection failed its check: name it and the transaction, stop it. */
+static void rr_fail(struct source *s, struct src_conn *c, const char *why, uint64_t at)
+{
+	if (!s->failed++)
+		say("source", "connection %u, transaction %llu: %s (byte %llu of %u)", c->id,
+		    (unsigned long long)c->txn, why, (unsigned long long)at, s->o.rr);
+	conn_done(s, c, 0);
+}
+
+/* Sends what is left of the current request, as far as the socket takes it. */
+static int rr_send(struct source *s, struct src_conn *c)
+{
+	while (c->rr_sent < s->o.rr) {
+		uint32_t n = s->o.rr - c->rr_sent;
+		ssize_t w;
+
+		if (n > s->o.write_size)
+			n = s->o.write_size; /* <= PATTERN_LEN: one contiguous window */
+		w = send(c->fd, s->pat.bytes + (c->rr_off + c->rr_sent) % PATTERN_LEN, n,
+			 MSG_NOSIGNAL);
+		if (w < 0)
+			return errno == EAGAIN ? 0 : -errno;
+		c->rr_sent += (uint32_t)w;
+	}
+	return 0;
+}
+
+/* Starts the next transaction, or closes the connection when none are left. */
+static int rr_start(struct source *s, struct src_conn *c)
+{
+	if (!s->rr_left) {
+		conn_done(s, c, 0);
+		return 0;
+	}
+	s->rr_left--;
+	/* a fresh window per (connection, transaction), so the bytes vary */
+	c->rr_off = stream_start(s->o.seed + c->txn, c->id);
+	c->rr_sent = c->rr_got = 0;
+	c->t_start = mono_ns();
+	return rr_send(s, c);
+}
+
+static void rr_record(struct source *s, struct src_conn *c)
+{
+	if (s->nlat < s->cap_lat)
+		s->lat[s->nlat++] = c->t_end - c->t_start;
+	s->txns++;
+	c->txn++;
+}
+
+/* Checks one chunk of echo against the request; 0, or rr_fail()ed. */
+static int rr_check(struct source *s, struct src_conn *c, size_t r)
+{
+	size_t at;
+
+	if (c->rr_got + r > c->rr_sent) {
+		rr_fail(s, c, "echo longer than the request sent so far", c->rr_sent);
+		return -1;
+	}
+	at = pattern_diff(&s->pat, (uint64_t)c->rr_off + c->rr_got, s->rbuf, r);
+	if (at < r) {
+		rr_fail(s, c, "echo differs from the request", c->rr_got + at);
+		return -1;
+	}
+	c->rr_got += (uint32_t)r;
+	return 0;
+}
+
+static int rr_recv(struct source *s, struct src_conn *c)
+{
+	while (!c->done) {
+		ssize_t r = recv(c->fd, s->rbuf, 1 << 20, 0);
+
+		if (r < 0)
+			return errno == EAGAIN ? 0 : -errno;
+		if (r == 0) {
+			rr_fail(s, c, "peer closed the connection", c->rr_got);
+			return 0;
+		}
+		if (c->rr_got + (uint64_t)r == s->o.rr)
+			c->t_end = mono_ns(); /* before the check: latency is the network's */
+		if (rr_check(s, c, (size_t)r))
+			return 0;
+		if (c->rr_got == s->o.rr) {
+			int ret;
+
+			rr_record(s, c);
+			if ((ret = rr_start(s, c)))
+				return ret;
+		}
+	}
+	return 0;
+}
+
+/* Level-triggered: EPOLLOUT only while part of a request waits to be sent. */
+static void rr_events(struct source *s, struct src_conn *c)
+{
+	uint32_t want = EPOLLIN | (c->rr_sent < s->o.rr ? EPOLLOUT : 0);
+	struct epoll_event ev = { .events = want, .data.ptr = c };
+
+	if (want != c->events && !epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev))
+		c->events = want;
+}
+
+static void rr_event(struct source *s, struct epoll_event *ev)
 {
 	struct src_conn *c = ev->data.ptr;
 	int ret = 0;
 
 	if (c->done)
-		return 0;
+		return;
 	if (!c->connected) {
-		int err = 0;
-		socklen_t len = sizeof(err);
-
-		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (err) {
-			conn_done(s, c, -err);
-			return 0;
-		}
-		c->connected = true;
+		if (!check_connected(s, c))
+			return;
+		ret = rr_start(s, c);
+	} else if (ev->events & EPOLLOUT) {
+		ret = rr_send(s, c);
 	}
+	if (!ret && !c->done && (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+		ret = rr_recv(s, c);
+	if (ret)
+		conn_done(s, c, ret);
+	else if (!c->done)
+		rr_events(s, c);
+}
+
+static int event(struct source *s, struct epoll_event *ev)
+{
+	struct src_conn *c = ev->data.ptr;
+	int ret = 0;
+
+	if (c->done || !check_connected(s, c))
+		return 0;
 	if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 		ret = write_some(s, c);
 	if (!ret && s->o.echo && (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
@@ -243,10 +472,8 @@ static int event(struct source *s, struct epoll_event *ev)
 	return 0;
 }
 
-static int run(struct source *s)
+static int open_all(struct source *s)
 {
-	struct epoll_event evs[256];
-
 	for (uint32_t i = 0; i < s->o.conns; i++) {
 		struct src_conn *c = &s->c[i];
 		int ret;
@@ -262,24 +489,131 @@ static int run(struct source *s)
 		}
 		s->open++;
 	}
-	while (s->open) {
-		int n = epoll_wait(s->ep, evs, 256, 30000);
+	return 0;
+}
 
-		if (n == 0) {
+/* The epoll timeout: the stall limit, or less to wake up at the deadline. */
+static int wait_ms(const struct source *s)
+{
+	double left;
+
+	if (!s->deadline)
+		return 30000;
+	left = ceil((s->deadline - now_sec()) * 1000);
+	return left < 0 ? 0 : left > 30000 ? 30000 : (int)left;
+}
+
+/* --duration is up: close every connection; unfinished transactions don't count. */
+static void stop_all(struct source *s)
+{
+	for (uint32_t i = 0; i < s->o.conns; i++)
+		conn_done(s, &s->c[i], 0);
+}
+
+static int run(struct source *s)
+{
+	struct epoll_event evs[256];
+
+	if (open_all(s))
+		return 1;
+	while (s->open) {
+		int ms = wait_ms(s);
+		int n = epoll_wait(s->ep, evs, 256, ms);
+
+		if (s->deadline && now_sec() >= s->deadline) {
+			stop_all(s);
+			break;
+		}
+		if (n == 0 && ms == 30000) {
 			say("source", "no progress for 30 s, giving up");
 			return 1;
 		}
-		for (int i = 0; i < n; i++)
-			event(s, &evs[i]);
+		for (int i = 0; i < n; i++) {
+			if (s->o.rr)
+				rr_event(s, &evs[i]);
+			else
+				event(s, &evs[i]);
+		}
 	}
 	return s->failed ? 1 : 0;
+}
+
+static void stream_report(const struct source *s, double secs, int ret)
+{
+	uint64_t sent = 0;
+
+	for (uint32_t i = 0; i < s->o.conns; i++)
+		sent += s->c[i].sent;
+	if (s->o.json)
+		printf("{\"conns\":%u,\"bytes\":%llu,\"seconds\":%.6f,\"mbps\":%.1f,\"ok\":%s}\n",
+		       s->o.conns, (unsigned long long)sent, secs,
+		       secs > 0 ? (double)sent * 8 / secs / 1e6 : 0.0, ret ? "false" : "true");
+	else
+		printf("sheaf source: %u connections, %llu bytes in %.3f s%s\n", s->o.conns,
+		       (unsigned long long)sent, secs, ret ? " (FAILED)" : "");
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* p50, p99, p99.9 in us, nearest rank, from a sorted copy of the samples. */
+static void percentiles(const struct source *s, double us[3])
+{
+	static const uint64_t permille[3] = { 500, 990, 999 };
+	uint64_t *v = s->nlat ? malloc(s->nlat * sizeof(*v)) : NULL;
+
+	us[0] = us[1] = us[2] = 0;
+	if (!v)
+		return;
+	memcpy(v, s->lat, s->nlat * sizeof(*v));
+	qsort(v, s->nlat, sizeof(*v), cmp_u64);
+	for (int k = 0; k < 3; k++) {
+		uint64_t rank = (s->nlat * permille[k] + 999) / 1000;
+
+		us[k] = (double)v[rank ? rank - 1 : 0] / 1e3;
+	}
+	free(v);
+}
+
+static void rr_report(const struct source *s, double secs, int ret)
+{
+	double us[3], tps = secs > 0 ? (double)s->txns / secs : 0;
+
+	percentiles(s, us);
+	if (s->o.json)
+		printf("{\"workload\":\"rr\",\"size\":%u,\"conns\":%u,\"transactions\":%llu,"
+		       "\"seconds\":%.6f,\"tps\":%.1f,\"p50_us\":%.3f,\"p99_us\":%.3f,"
+		       "\"p999_us\":%.3f,\"ok\":%s}\n", s->o.rr, s->o.conns,
+		       (unsigned long long)s->txns, secs, tps, us[0], us[1], us[2],
+		       ret ? "false" : "true");
+	else
+		printf("sheaf source: rr %u B, %u conns, %llu transactions in %.3f s (%.0f tps), "
+		       "latency p50 %.1f us, p99 %.1f us, p99.9 %.1f us%s\n", s->o.rr,
+		       s->o.conns, (unsigned long long)s->txns, secs, tps, us[0], us[1], us[2],
+		       ret ? " (FAILED)" : "");
+}
+
+/* rr: how many transactions --bytes makes, and room for their latencies. */
+static int rr_init(struct source *s)
+{
+	if (!s->o.rr)
+		return 0;
+	s->rr_left = s->o.bytes / s->o.rr + (s->o.bytes % s->o.rr != 0);
+	s->cap_lat = s->rr_left < RR_MAX_SAMPLES ? s->rr_left : RR_MAX_SAMPLES;
+	if (!s->cap_lat)
+		return 0;
+	s->lat = malloc(s->cap_lat * sizeof(*s->lat));
+	return s->lat ? 0 : -ENOMEM;
 }
 
 int cmd_source(int argc, char **argv)
 {
 	struct source s = { .o = { .conns = 1, .write_size = 65536, .bytes = 64ull << 20, .seed = 1 } };
 	double t0, secs;
-	uint64_t sent = 0;
 	int ret;
 
 	if ((ret = parse(argc, argv, &s.o)))
@@ -287,25 +621,22 @@ int cmd_source(int argc, char **argv)
 	s.c = calloc(s.o.conns, sizeof(*s.c));
 	s.rbuf = malloc(1 << 20);
 	s.ep = epoll_create1(EPOLL_CLOEXEC);
-	if (!s.c || !s.rbuf || s.ep < 0 || pattern_init(&s.pat, s.o.seed)) {
+	if (!s.c || !s.rbuf || s.ep < 0 || pattern_init(&s.pat, s.o.seed) || rr_init(&s)) {
 		say("source", "out of memory");
 		return 1;
 	}
 	t0 = now_sec();
+	s.deadline = s.o.duration ? t0 + s.o.duration : 0;
 	ret = run(&s);
 	secs = now_sec() - t0;
-	for (uint32_t i = 0; i < s.o.conns; i++)
-		sent += s.c[i].sent;
-	if (s.o.json)
-		printf("{\"conns\":%u,\"bytes\":%llu,\"seconds\":%.6f,\"mbps\":%.1f,\"ok\":%s}\n",
-		       s.o.conns, (unsigned long long)sent, secs,
-		       secs > 0 ? (double)sent * 8 / secs / 1e6 : 0.0, ret ? "false" : "true");
+	if (s.o.rr)
+		rr_report(&s, secs, ret);
 	else
-		printf("sheaf source: %u connections, %llu bytes in %.3f s%s\n", s.o.conns,
-		       (unsigned long long)sent, secs, ret ? " (FAILED)" : "");
+		stream_report(&s, secs, ret);
 	pattern_free(&s.pat);
 	free(s.c);
 	free(s.rbuf);
+	free(s.lat);
 	close(s.ep);
 	return ret;
 }

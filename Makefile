@@ -76,8 +76,7 @@ run: deps all
 	$(BUILD)/sheaf bench --quick
 
 bench: deps all
-	$(BUILD)/sheaf bench --peers haproxy,socat --json bench/results/bench.json \
-		--plot bench/results/bench.svg --markdown docs/BENCHMARKS.md
+	SHEAF=$(BUILD)/sheaf sh bench/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include

@@ -199,6 +199,7 @@ static int netns_setup(struct bench_env *env, const struct bench_opts *o)
 		return 1;
 	}
 	if (o->link_rate && netns_shape(env, o, err, sizeof(err))) {
+		err[strcspn(err, "\n")] = 0;
 		say("bench", "--link-rate %s: tc rejected it: %.200s", o->link_rate, err);
 		return EXIT_USAGE;
 	}

@@ -89,6 +89,13 @@ int parse_addr(const char *s, struct addr *a)
 	return 0;
 }
 
+void free_list(char **items, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		free(items[i]);
+	free(items);
+}
+
 int parse_list(const char *s, char ***items, unsigned *n)
 {
 	char *dup = strdup(s), *tok, *save = NULL;

@@ -60,6 +60,7 @@ int bench_run_once(struct bench_env *env, const struct bench_opts *o,
 		   const struct bench_cell *c, struct bench_run *r);
 int bench_parse_rate(const char *s, double *mbps);
 bool bench_peer_known(const char *name);
+const char *bench_peer_name(const char *name); /* the static copy of a known name */
 bool bench_peer_available(const char *name);
 const char *bench_peer_package(const char *name);
 

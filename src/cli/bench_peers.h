@@ -25,6 +25,13 @@ static int peer_index(const char *name)
 
 bool bench_peer_known(const char *name) { return peer_index(name) >= 0; }
 
+const char *bench_peer_name(const char *name)
+{
+	int i = peer_index(name);
+
+	return i >= 0 ? peers[i].name : NULL;
+}
+
 bool bench_peer_available(const char *name)
 {
 	int i = peer_index(name);

@@ -24,6 +24,7 @@ int parse_addr(const char *s, struct addr *a);     /* 1.2.3.4:80, [::1]:80, name
 /* The address fd is bound to (port 0 resolved), as text too. */
 int addr_bound(int fd, struct addr *a);
 int parse_list(const char *s, char ***items, unsigned *n); /* a,b,c (malloc'd) */
+void free_list(char **items, unsigned n);
 
 /* Prints "sheaf CMD: message" to stderr. */
 void say(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

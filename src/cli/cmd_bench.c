@@ -55,43 +55,51 @@ static void on_interrupt(int sig)
 	_exit(128 + sig);
 }
 
+/* One item of --sizes, --modes or --peers into o; 0 or EXIT_USAGE. */
+static int list_item(int c, const char *item, unsigned i, struct bench_opts *o)
+{
+	int mode = sheaf_io_parse(item);
+	uint64_t v;
+
+	if (c == 's' && (parse_size(item, &v) || !v || v > SHEAF_MAX_BUF_SIZE)) {
+		say("bench", "--sizes: bad size '%s' (1 to 1M)", item);
+		return EXIT_USAGE;
+	}
+	if (c == 'm' && mode <= 0) {
+		say("bench", "--modes: unknown mode '%s' (bundle, ring, plain, sendmsg)", item);
+		return EXIT_USAGE;
+	}
+	if (c == 'p' && !bench_peer_known(item)) {
+		say("bench", "--peers: unknown peer '%s' (haproxy, haproxy-splice, socat, nginx)",
+		    item);
+		return EXIT_USAGE;
+	}
+	if (c == 's')
+		o->sizes[i] = (uint32_t)v;
+	else if (c == 'm')
+		o->modes[i] = mode;
+	else
+		o->peers[i] = bench_peer_name(item);
+	return 0;
+}
+
 static int parse_list_opt(int c, const char *arg, struct bench_opts *o)
 {
 	char **items;
 	unsigned n;
-	uint64_t v;
+	int ret = 0;
 
 	if (parse_list(arg, &items, &n) || n > BENCH_MAX) {
 		say("bench", "--%s %s: a comma-separated list of at most %d",
 		    c == 's' ? "sizes" : c == 'm' ? "modes" : "peers", arg, BENCH_MAX);
-		return EXIT_USAGE;
+		ret = EXIT_USAGE;
 	}
-	for (unsigned i = 0; i < n; i++) {
-		int mode = sheaf_io_parse(items[i]);
-
-		if (c == 's' && (parse_size(items[i], &v) || !v || v > SHEAF_MAX_BUF_SIZE)) {
-			say("bench", "--sizes: bad size '%s' (1 to 1M)", items[i]);
-			return EXIT_USAGE;
-		}
-		if (c == 'm' && mode <= 0) {
-			say("bench", "--modes: unknown mode '%s' (bundle, ring, plain, sendmsg)",
-			    items[i]);
-			return EXIT_USAGE;
-		}
-		if (c == 'p' && !bench_peer_known(items[i])) {
-			say("bench", "--peers: unknown peer '%s' (haproxy, haproxy-splice, socat, nginx)",
-			    items[i]);
-			return EXIT_USAGE;
-		}
-		if (c == 's')
-			o->sizes[i] = (uint32_t)v;
-		else if (c == 'm')
-			o->modes[i] = mode;
-		else
-			o->peers[i] = items[i];
-	}
-	*(c == 's' ? &o->nsizes : c == 'm' ? &o->nmodes : &o->npeers) = n;
-	return 0;
+	for (unsigned i = 0; i < n && !ret; i++)
+		ret = list_item(c, items[i], i, o);
+	free_list(items, n);
+	if (!ret)
+		*(c == 's' ? &o->nsizes : c == 'm' ? &o->nmodes : &o->npeers) = n;
+	return ret;
 }
 
 static int parse_opt(int c, struct bench_opts *o)

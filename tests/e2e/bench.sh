@@ -21,7 +21,8 @@ expect_usage() { # name args...
 	out=$("$SHEAF" bench "$@" 2>&1)
 	rc=$?
 	[ "$rc" -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -le 2 ]
-	check "usage: $name (exit $rc: $(printf '%s' "$out" | head -1))" $?
+	ok=$?
+	check "usage: $name (exit $rc: $(printf '%s' "$out" | head -1))" $ok
 }
 
 expect_usage "unknown mode" --modes ring,bogus

@@ -102,36 +102,31 @@ wait_port() {
 	return 1
 }
 
-# start_sink ARGS...: run `sheaf sink ARGS` in the background.
-# Sets SINK_PID, SINK_PORT, SINK_OUT (stdout file), SINK_ERR (stderr file).
-# Returns 1 when it did not start listening.
-start_sink() {
+# start_role VAR CMD LINEFILE ARGS...: run `sheaf CMD ARGS` in the background
+# and wait for its "listening on" line (LINEFILE: out or err). Sets VAR_PID,
+# VAR_PORT, VAR_OUT (stdout file), VAR_ERR (stderr file); returns 1 when it
+# did not start listening.
+start_role() {
+	local var=$1 cmd=$2 which=$3 out err pid port
+	shift 3
 	E2E_SEQ=$((E2E_SEQ + 1))
-	SINK_OUT="$E2E_TMP/sink.$E2E_SEQ.out"
-	SINK_ERR="$E2E_TMP/sink.$E2E_SEQ.err"
-	"$SHEAF" sink "$@" >"$SINK_OUT" 2>"$SINK_ERR" &
-	SINK_PID=$!
-	track "$SINK_PID"
-	SINK_PORT=$(wait_port "$SINK_ERR" "$SINK_PID") || {
-		SINK_PORT=""
-		return 1
-	}
+	out="$E2E_TMP/$cmd.$E2E_SEQ.out"
+	err="$E2E_TMP/$cmd.$E2E_SEQ.err"
+	"$SHEAF" "$cmd" "$@" >"$out" 2>"$err" &
+	pid=$!
+	track "$pid"
+	printf -v "${var}_PID" '%s' "$pid"
+	printf -v "${var}_OUT" '%s' "$out"
+	printf -v "${var}_ERR" '%s' "$err"
+	[ "$which" = out ] && which=$out || which=$err
+	port=$(wait_port "$which" "$pid") || port=""
+	printf -v "${var}_PORT" '%s' "$port"
+	[ -n "$port" ]
 }
 
-# start_proxy ARGS...: run `sheaf proxy ARGS` in the background.
-# Sets PROXY_PID, PROXY_PORT, PROXY_OUT, PROXY_ERR.
-start_proxy() {
-	E2E_SEQ=$((E2E_SEQ + 1))
-	PROXY_OUT="$E2E_TMP/proxy.$E2E_SEQ.out"
-	PROXY_ERR="$E2E_TMP/proxy.$E2E_SEQ.err"
-	"$SHEAF" proxy "$@" >"$PROXY_OUT" 2>"$PROXY_ERR" &
-	PROXY_PID=$!
-	track "$PROXY_PID"
-	PROXY_PORT=$(wait_port "$PROXY_OUT" "$PROXY_PID") || {
-		PROXY_PORT=""
-		return 1
-	}
-}
+# start_sink ARGS... / start_proxy ARGS...: SINK_* / PROXY_* as above.
+start_sink() { start_role SINK sink err "$@"; }
+start_proxy() { start_role PROXY proxy out "$@"; }
 
 # pool_balanced FILE: true when FILE has a "sheaf proxy: stats" line whose
 # "pool_free" equals "pool_bufs".  Prints "free/bufs" (or "no stats").

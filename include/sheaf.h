@@ -155,6 +155,7 @@ struct sheaf_stats {
 	uint64_t bytes_in, bytes_out;
 	uint64_t recv_cqes, recv_bufs, recv_rearms, recv_enobufs;
 	uint64_t send_sqes, send_cqes, send_bufs;
+	uint64_t send_gathers;  /* bundle mode: sends gathered into sendmsg (socket full) */
 	uint64_t pauses, bundle_mismatch, send_resyncs;
 	uint32_t pool_bufs, pool_free, conns, sendrings;
 };

@@ -154,7 +154,7 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 	       "\"recv_cqes\":%llu,\"recv_bufs\":%llu,\"bufs_per_recv\":%.2f,"
 	       "\"recv_rearms\":%llu,\"recv_enobufs\":%llu,\"send_sqes\":%llu,"
 	       "\"send_cqes\":%llu,\"send_bufs\":%llu,\"bufs_per_send\":%.2f,\"pauses\":%llu,"
-	       "\"bundle_mismatch\":%llu,\"send_resyncs\":%llu,\"pool_free\":%u,\"pool_bufs\":%u,\"send_rings\":%u}\n",
+	       "\"bundle_mismatch\":%llu,\"send_resyncs\":%llu,\"send_gathers\":%llu,\"pool_free\":%u,\"pool_bufs\":%u,\"send_rings\":%u}\n",
 	       sheaf_io_name(io), (unsigned long long)s->accepted,
 	       (unsigned long long)s->rejected, (unsigned long long)s->connect_failed,
 	       (unsigned long long)s->errors, (unsigned long long)s->bytes_in,
@@ -166,7 +166,7 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 	       (unsigned long long)s->send_bufs,
 	       s->send_cqes ? (double)s->send_bufs / (double)s->send_cqes : 0.0,
 	       (unsigned long long)s->pauses, (unsigned long long)s->bundle_mismatch,
-	       (unsigned long long)s->send_resyncs,
+	       (unsigned long long)s->send_resyncs, (unsigned long long)s->send_gathers,
 	       s->pool_free, s->pool_bufs, s->sendrings);
 }
 

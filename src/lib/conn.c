@@ -291,6 +291,7 @@ static void send_kick(struct sheaf_conn *c)
 		room = send_room(c);
 		c->gathering = l->pool.len[c->q_head] - c->q_off > room;
 		if (c->gathering) {
+			l->st.send_gathers++;
 			send_gather(c);
 			break;
 		}

@@ -287,15 +287,18 @@ static void send_kick(struct sheaf_conn *c)
 		 * carries what fits in the socket now; when not even the
 		 * oldest buffer fits, the queue is gathered into one sendmsg,
 		 * whose short-send retry is exact, and which waits for room.
+		 * A single buffer may wait: one buffer is accounted exactly.
 		 */
-		room = send_room(c);
+		room = c->q_count == 1 ? UINT64_MAX : send_room(c);
 		c->gathering = l->pool.len[c->q_head] - c->q_off > room;
 		if (c->gathering) {
 			l->st.send_gathers++;
 			send_gather(c);
 			break;
 		}
+		c->bundle_n = (uint16_t)(c->sring->tail - c->sring->head);
 		sring_fill(c, room);
+		c->bundle_n = (uint16_t)(c->sring->tail - c->sring->head) - c->bundle_n;
 		send_bundle(c);
 		break;
 	case SHEAF_IO_RING:
@@ -583,6 +586,8 @@ static int send_result(struct sheaf_conn *c, struct io_uring_cqe *cqe)
  *  - everything published consumed: the unsent rest (from the oldest
  *    unsent byte) is simply published again after it;
  *  - anything else: re-register the ring empty and publish the rest.
+ * A bundle of one buffer that completed in full needs no check: the kernel
+ * commits that one entry whichever way the send went.
  */
 static int sring_sync(struct sheaf_conn *c)
 {
@@ -621,7 +626,7 @@ void sheaf__handle_send(struct sheaf_conn *c, struct io_uring_cqe *cqe)
 	if (ret == -ENOBUFS && c->sring && c->sring->tail == c->sring->head)
 		ret = 0; /* the ring was empty when the kernel looked */
 	if (ret >= 0 && !more && l->cfg.io == SHEAF_IO_BUNDLE && !c->closing &&
-	    !c->gathering)
+	    !c->gathering && (c->bundle_n > 1 || ret == 1))
 		ret = sring_sync(c);
 	if (!more)
 		c->gathering = false;

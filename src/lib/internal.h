@@ -124,6 +124,7 @@ struct sheaf_conn {
 	uint64_t q_bytes;
 	unsigned sends;                  /* send SQEs in flight */
 	bool gathering;                  /* bundle mode: the send in flight is a sendmsg */
+	uint16_t bundle_n;               /* buffers published for the bundle in flight */
 	struct sheaf__sring *sring;
 	struct iovec *iov;               /* sendmsg gather list */
 	bool shut_pending, wr_shut, want_close, closing, reaping;

@@ -77,27 +77,32 @@ static void table(FILE *f, const struct bench_opts *o, const struct bench_cell *
 		return;
 	}
 	if (md)
-		fprintf(f, "| mode | size | runtime ms | Mbit/s | %% link | CPU-s/GiB | bufs/recv | "
-			   "bufs/send | speed-up |\n|---|---|---|---|---|---|---|---|---|\n");
+		fprintf(f, "| mode | size | runtime ms | Mbit/s | spread | %% link | CPU-s/GiB | "
+			   "bufs/recv | bufs/send | speed-up |\n"
+			   "|---|---|---|---|---|---|---|---|---|---|\n");
 	else
-		fprintf(f, "%-15s%s%7s%s%10s%s%9s%s%6s%s%9s%s%9s%s%9s%s%8s\n", "mode", sep, "size",
-			sep, "runtime_ms", sep, "Mbit/s", sep, "%link", sep, "CPU-s/GiB", sep,
-			"bufs/recv", sep, "bufs/send", sep, "speed-up");
+		fprintf(f, "%-15s%s%7s%s%10s%s%9s%s%6s%s%6s%s%9s%s%9s%s%9s%s%8s\n", "mode", sep,
+			"size", sep, "runtime_ms", sep, "Mbit/s", sep, "spread", sep, "%link", sep,
+			"CPU-s/GiB", sep, "bufs/recv", sep, "bufs/send", sep, "speed-up");
 	for (unsigned i = 0; i < n; i++) {
 		const struct bench_cell *c = &cells[i], *base = ring_of(cells, n, c->size);
 		char link[16] = "-", speed[16] = "-", brecv[16] = "-", bsend[16] = "-";
+		char spread[16] = "-";
 
 		if (o->link_mbps > 0)
 			snprintf(link, sizeof(link), "%.0f", c->mbps / o->link_mbps * 100);
 		if (base && base->mbps > 0)
 			snprintf(speed, sizeof(speed), "%.1fx", c->mbps / base->mbps);
+		if (c->mbps > 0) /* half the range of the runs, relative to the median */
+			snprintf(spread, sizeof(spread), "%.0f%%",
+				 (c->mbps_max - c->mbps_min) / 2 / c->mbps * 100);
 		if (!c->peer) { /* peers have no such counters */
 			snprintf(brecv, sizeof(brecv), "%.1f", c->brecv);
 			snprintf(bsend, sizeof(bsend), "%.1f", c->bsend);
 		}
-		fprintf(f, md ? "| %s | %u | %.0f | %.1f | %s | %.2f | %s | %s | %s |\n" :
-				"%-15s  %7u  %10.0f  %9.1f  %6s  %9.2f  %9s  %9s  %8s\n",
-			c->name, c->size, c->secs * 1000, c->mbps, link, c->cpu_gib, brecv,
+		fprintf(f, md ? "| %s | %u | %.0f | %.1f | ±%s | %s | %.2f | %s | %s | %s |\n" :
+				"%-15s  %7u  %10.0f  %9.1f  %6s  %6s  %9.2f  %9s  %9s  %8s\n",
+			c->name, c->size, c->secs * 1000, c->mbps, spread, link, c->cpu_gib, brecv,
 			bsend, speed);
 	}
 }
@@ -126,7 +131,8 @@ static void fill_sizes(FILE *f, const struct bench_opts *o, const struct bench_c
 
 static void footer(FILE *f, const struct bench_opts *o)
 {
-	fprintf(f, "(%u run(s) per cell, median; %llu bytes per run; %s%s%s; %ld cores)\n",
+	fprintf(f, "(%u run(s) per cell, median, spread = half the range of the runs; %llu bytes "
+		   "per run; %s%s%s; %ld cores)\n",
 		o->runs, (unsigned long long)o->bytes, o->netns ? "netns" : "loopback",
 		o->link_rate ? ", link " : "", o->link_rate ? o->link_rate : "",
 		sysconf(_SC_NPROCESSORS_ONLN));

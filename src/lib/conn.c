@@ -98,8 +98,9 @@ static void q_append(struct sheaf_conn *c, const uint16_t *bids, uint32_t n)
 	}
 }
 
-/* Retires the oldest queued buffer: sent, back to the pool. */
-static void q_retire(struct sheaf_conn *c)
+/* Takes the oldest queued buffer off the queue and gives it back to the
+ * pool; returns the bytes of it that were still unsent. */
+static uint32_t q_pop(struct sheaf_conn *c)
 {
 	struct sheaf_loop *l = c->loop;
 	uint16_t bid = c->q_head;
@@ -107,19 +108,26 @@ static void q_retire(struct sheaf_conn *c)
 
 	c->q_head = l->pool.next[bid];
 	c->q_count--;
-	c->q_out--;
+	if (c->q_out)
+		c->q_out--;
 	c->q_off = 0;
 	c->q_bytes -= left;
-	l->st.bytes_out += left;
-	l->st.send_bufs++;
 	sheaf__pool_put(&l->pool, bid);
+	return left;
 }
 
+/* The oldest buffer was sent. */
+static void q_retire(struct sheaf_conn *c)
+{
+	c->loop->st.bytes_out += q_pop(c);
+	c->loop->st.send_bufs++;
+}
+
+/* A closed connection's queue: dropped, not counted as sent. */
 static void q_drop_all(struct sheaf_conn *c)
 {
-	c->q_out = c->q_count;
 	while (c->q_count)
-		q_retire(c);
+		q_pop(c);
 	c->q_out = 0;
 }
 

@@ -49,75 +49,82 @@ int sheaf__bundle_bad_kernel(int maj, int min, int patch)
 	return v >= 6013011L && v <= 6014008L;
 }
 
-/* Receives on b what a bundle send from a's send ring carried. */
-static int trial_bundles(struct io_uring *ring, struct sheaf_probe *p)
+/* A bundle send of group 2 on fd a, a multishot bundle recv of group 1 on b. */
+static void trial_submit(struct io_uring *ring, int a, int b)
 {
-	static char out[4][2] = { "ab", "cd", "ef", "gh" };
-	struct sheaf__pool rx;
-	struct io_uring_buf_ring *tx;
-	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
-	size_t txlen;
-	int sv[2], ret, sent = 0, got = 0;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
-		return -errno;
-	tx = sheaf__ring_alloc(4, &txlen);
-	ret = tx ? sheaf__ring_register(ring, tx, 4, 2, 0) : -ENOMEM;
-	if (ret)
-		goto out_tx;
-	for (int i = 0; i < 4; i++)
-		io_uring_buf_ring_add(tx, out[i], 2, (uint16_t)i, 3, i);
-	io_uring_buf_ring_advance(tx, 4);
-	ret = sheaf__pool_init(&rx, ring, 2, 8, 1);
-	if (ret)
-		goto out_unreg;
-	sqe = io_uring_get_sqe(ring);
-	io_uring_prep_send(sqe, sv[0], NULL, 0, 0);
+	io_uring_prep_send(sqe, a, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = 2;
 	sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	sqe->user_data = 1;
 	sqe = io_uring_get_sqe(ring);
-	io_uring_prep_recv_multishot(sqe, sv[1], NULL, 0, 0);
+	io_uring_prep_recv_multishot(sqe, b, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = 1;
 	sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	sqe->user_data = 2;
 	io_uring_submit(ring);
-	for (int i = 0; i < 8 && (sent < 8 || got < 8); i++) {
-		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 200000000 };
+}
 
-		if (io_uring_wait_cqe_timeout(ring, &cqe, &ts))
-			break;
-		if (cqe->user_data == 1 && cqe->res > 0)
-			sent += cqe->res;
-		if (cqe->user_data == 2 && cqe->res > 0)
-			got += cqe->res;
-		io_uring_cqe_seen(ring, cqe);
-	}
-	p->send_bundle = sent == 8;
-	p->recv_bundle = got == 8;
-	close(sv[0]); /* EOF ends the multishot recv */
+/* Reaps trial CQEs (at most 8, 200 ms each) until both sides moved 8
+ * bytes, or with until_recv_end until the recv ended; sums bytes per op. */
+static void trial_reap(struct io_uring *ring, int *sent, int *got, bool until_recv_end)
+{
+	struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 200000000 };
+	struct io_uring_cqe *cqe;
+
 	for (int i = 0; i < 8; i++) {
-		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 100000000 };
+		bool recv_end;
 
+		if (!until_recv_end && *sent >= 8 && *got >= 8)
+			return;
 		if (io_uring_wait_cqe_timeout(ring, &cqe, &ts))
-			break;
-		int done = cqe->user_data == 2 && !(cqe->flags & IORING_CQE_F_MORE);
+			return;
+		if (cqe->res > 0)
+			*(cqe->user_data == 1 ? sent : got) += cqe->res;
+		recv_end = cqe->user_data == 2 && !(cqe->flags & IORING_CQE_F_MORE);
 		io_uring_cqe_seen(ring, cqe);
-		if (done)
-			break;
+		if (until_recv_end && recv_end)
+			return;
 	}
-	sheaf__pool_fini(&rx, ring);
-	sv[0] = -1;
-out_unreg:
-	io_uring_unregister_buf_ring(ring, 2);
-out_tx:
-	if (tx)
+}
+
+/* A real trial: 8 bytes in 4 buffers sent as one bundle, received into a
+ * pool by a recv bundle, over a socketpair. */
+static int trial_bundles(struct io_uring *ring, struct sheaf_probe *p)
+{
+	static char out[4][2] = { "ab", "cd", "ef", "gh" };
+	struct io_uring_buf_ring *tx;
+	struct sheaf__pool rx;
+	int sv[2], ret, sent = 0, got = 0;
+	size_t txlen;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	tx = sheaf__ring_alloc(4, &txlen);
+	ret = tx ? sheaf__ring_register(ring, tx, 4, 2, 0) : -ENOMEM;
+	if (!ret) {
+		for (int i = 0; i < 4; i++)
+			io_uring_buf_ring_add(tx, out[i], 2, (uint16_t)i, 3, i);
+		io_uring_buf_ring_advance(tx, 4);
+		ret = sheaf__pool_init(&rx, ring, 2, 8, 1);
+	}
+	if (!ret) {
+		trial_submit(ring, sv[0], sv[1]);
+		trial_reap(ring, &sent, &got, false);
+		p->send_bundle = sent == 8;
+		p->recv_bundle = got == 8;
+		shutdown(sv[0], SHUT_WR); /* EOF ends the multishot recv */
+		trial_reap(ring, &sent, &got, true);
+		sheaf__pool_fini(&rx, ring);
+	}
+	if (tx) {
+		io_uring_unregister_buf_ring(ring, 2);
 		munmap(tx, txlen);
-	if (sv[0] >= 0)
-		close(sv[0]);
+	}
+	close(sv[0]);
 	close(sv[1]);
 	return ret;
 }

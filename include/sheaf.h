@@ -25,6 +25,7 @@ enum sheaf_io {
 	SHEAF_IO_RING,    /* send ring, one buffer per send, no bundles (baseline) */
 	SHEAF_IO_PLAIN,   /* one send per received buffer, no send ring */
 	SHEAF_IO_SENDMSG, /* recv bundles, queued buffers gathered into one sendmsg */
+	SHEAF_IO_EPOLL,   /* no io_uring: epoll with readv/writev on the same pool */
 	SHEAF_IO__COUNT,
 };
 

@@ -53,7 +53,7 @@ for build in build build-san; do
 		case $name in
 		lib) ;;
 		proxy_matrix)
-			for m in bundle ring plain sendmsg; do
+			for m in bundle ring plain sendmsg epoll; do
 				count_e2e "$t" "$build/$name:$m" "$m"
 			done ;;
 		*) count_e2e "$t" "$build/$name" ;;

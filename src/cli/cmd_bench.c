@@ -31,7 +31,7 @@ static const char help[] =
 	"mode (median of the runs; every run is in --json).\n"
 	"  --quick            32 B and 4 KiB, ring vs bundle, 32 MiB, 3 runs (make run)\n"
 	"  --sizes LIST       buffer sizes, e.g. 32,80,320,1K (default 32,80,320,1K,4K,64K)\n"
-	"  --modes LIST       io modes (default ring,bundle,sendmsg,plain)\n"
+	"  --modes LIST       io modes (default ring,bundle,sendmsg,plain,epoll)\n"
 	"  --bytes N          bytes per run (default 256M; 64M with --topology netns)\n"
 	"  --runs N           runs per cell (default 3)\n"
 	"  --topology T       loopback (default) or netns: three namespaces (source,\n"
@@ -66,7 +66,7 @@ static int list_item(int c, const char *item, unsigned i, struct bench_opts *o)
 		return EXIT_USAGE;
 	}
 	if (c == 'm' && mode <= 0) {
-		say("bench", "--modes: unknown mode '%s' (bundle, ring, plain, sendmsg)", item);
+		say("bench", "--modes: unknown mode '%s' (bundle, ring, plain, sendmsg, epoll)", item);
 		return EXIT_USAGE;
 	}
 	if (c == 'p' && !bench_peer_known(item)) {
@@ -253,7 +253,7 @@ int cmd_bench(int argc, char **argv)
 {
 	static struct bench_opts o = { .sizes = { 32, 80, 320, 1024, 4096, 65536 }, .nsizes = 6,
 				       .modes = { SHEAF_IO_RING, SHEAF_IO_BUNDLE, SHEAF_IO_SENDMSG,
-						  SHEAF_IO_PLAIN }, .nmodes = 4, .runs = 3,
+						  SHEAF_IO_PLAIN, SHEAF_IO_EPOLL }, .nmodes = 5, .runs = 3,
 				       .bytes = 256u << 20, .conns = 64 };
 	static struct bench_cell cells[BENCH_MAX * BENCH_MAX * 2];
 	static struct bench_env env;

@@ -318,6 +318,10 @@ static void send_kick(struct sheaf_conn *c)
 		n = c->q_count - c->q_out;
 		send_chain(c, n < CHAIN_MAX ? n : CHAIN_MAX, false);
 		break;
+	case SHEAF_IO_EPOLL:
+		if (!c->ep_want_out)
+			sheaf__send_ready(c);
+		return;
 	default:
 		send_gather(c);
 		break;
@@ -334,6 +338,11 @@ static void recv_stop(struct sheaf_conn *c)
 
 	if (!c->recv_armed)
 		return;
+	if (c->loop->cfg.io == SHEAF_IO_EPOLL) {
+		c->recv_armed = false;
+		sheaf__ep_update(c);
+		return;
+	}
 	sqe = sheaf__sqe(c->loop);
 	io_uring_prep_cancel64(sqe, ud(c, SHEAF__OP_RECV), 0);
 	sqe->user_data = ud(c, SHEAF__OP_CANCEL);
@@ -417,6 +426,11 @@ void sheaf__recv_arm(struct sheaf_conn *c)
 		wait_add(c);
 		return;
 	}
+	if (l->cfg.io == SHEAF_IO_EPOLL) {
+		c->recv_armed = true; /* interest in EPOLLIN */
+		sheaf__ep_update(c);
+		return;
+	}
 	sqe = sheaf__sqe(l);
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -492,6 +506,33 @@ struct sheaf_conn *sheaf__conn_lookup(struct sheaf_loop *l, uint64_t u)
 	return &l->conns[slot];
 }
 
+/*
+ * res bytes arrived in the buffers from the ring's head, the first being
+ * bid: map them and hand them on (c NULL: a closed connection's last
+ * completion; the buffers go straight back). -EPROTO when the mapping
+ * guard tripped.
+ */
+static int recv_data(struct sheaf_loop *l, struct sheaf_conn *c, uint16_t bid,
+		     uint32_t res, bool bundle)
+{
+	int n = sheaf__bundle_map(&l->pool, bid, res, bundle, l->bids);
+
+	if (n < 0) {
+		recv_mismatch(l, c, bid);
+		return n;
+	}
+	l->st.recv_cqes++;
+	l->st.recv_bufs += (uint32_t)n;
+	l->st.bytes_in += res;
+	if (c) {
+		deliver(c, (uint32_t)n, res);
+		return 0;
+	}
+	for (int i = 0; i < n; i++)
+		sheaf__pool_put(&l->pool, l->bids[i]);
+	return 0;
+}
+
 void sheaf__handle_recv(struct sheaf_loop *l, struct io_uring_cqe *cqe)
 {
 	struct sheaf_conn *c = sheaf__conn_lookup(l, cqe->user_data);
@@ -503,23 +544,9 @@ void sheaf__handle_recv(struct sheaf_loop *l, struct io_uring_cqe *cqe)
 		c->inflight--;
 	}
 	if (res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
-		uint16_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-		int n = sheaf__bundle_map(&l->pool, bid, (uint32_t)res,
-					  l->recv_bundle, l->bids);
-
-		if (n < 0) {
-			recv_mismatch(l, c, bid);
+		if (recv_data(l, c, cqe->flags >> IORING_CQE_BUFFER_SHIFT, (uint32_t)res,
+			      l->recv_bundle))
 			return;
-		}
-		l->st.recv_cqes++;
-		l->st.recv_bufs += (uint32_t)n;
-		l->st.bytes_in += (uint32_t)res;
-		if (c) {
-			deliver(c, (uint32_t)n, (uint32_t)res);
-		} else {
-			for (int i = 0; i < n; i++)
-				sheaf__pool_put(&l->pool, l->bids[i]);
-		}
 	} else if (!c) {
 		return;
 	} else if (res == 0) {
@@ -652,6 +679,90 @@ void sheaf__handle_send(struct sheaf_conn *c, struct io_uring_cqe *cqe)
 	if (!c->sends)
 		send_kick(c);
 	sheaf__progress(c);
+}
+
+/* ---- the epoll backend's reads and writes ------------------------------ */
+
+#define EP_IOV 256
+#define EP_READS 8 /* reads per readiness event: fairness between sockets */
+
+/* Reads into the free buffers at the ring's head, as the kernel would. */
+void sheaf__recv_ready(struct sheaf_conn *c)
+{
+	struct sheaf_loop *l = c->loop;
+	struct sheaf__pool *p = &l->pool;
+	struct iovec iov[EP_IOV];
+
+	for (int round = 0; round < EP_READS && c->recv_armed && !c->closing; round++) {
+		uint16_t avail, n;
+		ssize_t r;
+
+		sheaf__pool_flush(p);
+		avail = (uint16_t)(p->published - p->head);
+		if (avail < l->rearm_min) { /* pool low: wait like -ENOBUFS */
+			l->st.recv_enobufs++;
+			c->recv_armed = false;
+			sheaf__recv_arm(c);
+			sheaf__ep_update(c);
+			return;
+		}
+		n = avail < EP_IOV ? avail : EP_IOV;
+		for (uint16_t i = 0; i < n; i++) {
+			iov[i].iov_base = sheaf__pool_buf(p, p->shadow[(uint16_t)(p->head + i) & p->mask]);
+			iov[i].iov_len = p->buf_size;
+		}
+		r = readv(c->fd, iov, n);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (r <= 0) {
+			c->recv_armed = false;
+			sheaf__ep_update(c);
+			if (r < 0)
+				sheaf__conn_abort(c, -errno);
+			else
+				recv_eof(c);
+			return;
+		}
+		if (recv_data(l, c, p->shadow[p->head & p->mask], (uint32_t)r, true) ||
+		    (size_t)r < (size_t)n * p->buf_size)
+			return; /* drained (or the guard tripped) */
+	}
+}
+
+/* Writes queued buffers until done or the socket is full (then waits). */
+void sheaf__send_ready(struct sheaf_conn *c)
+{
+	struct sheaf_loop *l = c->loop;
+	struct iovec iov[EP_IOV];
+
+	while (c->q_count && !c->closing) {
+		uint16_t bid = c->q_head;
+		unsigned n = 0;
+		ssize_t w;
+
+		for (; bid != SHEAF__NIL && n < EP_IOV; bid = l->pool.next[bid], n++) {
+			uint32_t off = n ? 0 : c->q_off;
+
+			iov[n].iov_base = sheaf__pool_buf(&l->pool, bid) + off;
+			iov[n].iov_len = l->pool.len[bid] - off;
+		}
+		w = writev(c->fd, iov, (int)n);
+		if (w < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
+		if (w < 0) {
+			sheaf__conn_abort(c, -errno);
+			return;
+		}
+		l->st.send_sqes++;
+		l->st.send_cqes++;
+		c->q_out = c->q_count; /* everything was offered */
+		retire_bytes(c, (uint32_t)w, false, true);
+		c->q_out = 0;
+	}
+	c->ep_want_out = c->q_count > 0;
+	sheaf__ep_update(c);
+	if (c->paused_src && c->q_bytes <= l->queue_low)
+		bp_release(c);
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -815,7 +926,8 @@ void sheaf__handle_connect(struct sheaf_conn *c, int res)
 	struct sheaf_loop *l = c->loop;
 
 	c->connecting = false;
-	c->inflight--;
+	if (l->cfg.io != SHEAF_IO_EPOLL)
+		c->inflight--;
 	if (res < 0)
 		l->st.connect_failed++;
 	if (l->cb.on_connect && !c->closing)

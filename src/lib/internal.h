@@ -125,6 +125,9 @@ struct sheaf_conn {
 	unsigned sends;                  /* send SQEs in flight */
 	bool gathering;                  /* bundle mode: the send in flight is a sendmsg */
 	uint16_t bundle_n;               /* buffers published for the bundle in flight */
+	/* epoll backend: what is registered, and whether a write must wait */
+	bool ep_added, ep_want_out;
+	uint32_t ep_mask;
 	struct sheaf__sring *sring;
 	struct iovec *iov;               /* sendmsg gather list */
 	bool shut_pending, wr_shut, want_close, closing, reaping;
@@ -170,6 +173,8 @@ struct sheaf_loop {
 	bool stopping;
 	unsigned drain_timer;        /* timeouts in flight */
 	struct __kernel_timespec drain_ts, retry_ts;
+	int epfd;                    /* epoll backend, else -1 */
+	double drain_deadline;       /* epoll backend: end of the stop drain */
 	struct sheaf_stats st;
 };
 
@@ -186,6 +191,23 @@ void sheaf__recv_arm(struct sheaf_conn *c);
 void sheaf__progress(struct sheaf_conn *c);
 void sheaf__reap(struct sheaf_loop *l);
 void sheaf__sring_destroy(struct sheaf_loop *l, struct sheaf__sring *sr);
+
+/*
+ * The epoll backend (SHEAF_IO_EPOLL, no io_uring): the loop plays the
+ * kernel's part on the same pool, reading with readv into the buffers at
+ * the ring's head and mapping the bytes with sheaf__bundle_map, and writes
+ * queued buffers with writev. conn.c does the reading and writing; epoll.c
+ * registers interest and dispatches readiness.
+ */
+int sheaf__ep_init(struct sheaf_loop *l);
+double sheaf__now(void); /* CLOCK_MONOTONIC seconds */
+void sheaf__ep_update(struct sheaf_conn *c);
+int sheaf__ep_listen(struct sheaf_loop *l, unsigned idx);
+void sheaf__ep_unlisten(struct sheaf_loop *l, unsigned idx);
+int sheaf__ep_connect(struct sheaf_conn *c);
+int sheaf__ep_wait(struct sheaf_loop *l, int timeout_ms);
+void sheaf__recv_ready(struct sheaf_conn *c);
+void sheaf__send_ready(struct sheaf_conn *c);
 
 /* Kernel release triple parsing, shared by the probe and its tests. */
 int sheaf__kernel_version(const char *release, int *maj, int *min, int *patch);

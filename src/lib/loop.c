@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -104,9 +105,10 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 	l->data = data;
 	l->recv_bundle = cfg->io == SHEAF_IO_BUNDLE || cfg->io == SHEAF_IO_SENDMSG;
 	loop_limits(l);
+	l->epfd = -1;
 	ret = loop_alloc(l);
 	if (!ret)
-		ret = ring_init(l);
+		ret = cfg->io == SHEAF_IO_EPOLL ? sheaf__ep_init(l) : ring_init(l);
 	if (ret) {
 		free(l->conns);
 		free(l->free_slots);
@@ -115,7 +117,9 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 		free(l);
 		goto fail;
 	}
-	ret = sheaf__pool_init(&l->pool, &l->ring, cfg->buf_size, cfg->nbufs, 0);
+	/* the epoll backend keeps the pool's ring to itself */
+	ret = sheaf__pool_init(&l->pool, l->epfd >= 0 ? NULL : &l->ring, cfg->buf_size,
+			       cfg->nbufs, 0);
 	if (ret) {
 		l->nlisten = 0;
 		sheaf_loop_free(l);
@@ -152,7 +156,10 @@ void sheaf_loop_free(struct sheaf_loop *l)
 		sheaf__sring_destroy(l, sr);
 	}
 	sheaf__pool_fini(&l->pool, &l->ring);
-	io_uring_queue_exit(&l->ring);
+	if (l->epfd >= 0)
+		close(l->epfd);
+	else
+		io_uring_queue_exit(&l->ring);
 	free(l->conns);
 	free(l->free_slots);
 	free(l->bids);
@@ -203,6 +210,16 @@ int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 	}
 	l->listen[l->nlisten].fd = fd;
 	l->listen[l->nlisten].data = listen_data;
+	if (l->epfd >= 0) {
+		int ret = sheaf__ep_listen(l, l->nlisten);
+
+		if (ret) {
+			close(fd);
+			return ret;
+		}
+		l->nlisten++;
+		return fd;
+	}
 	accept_arm(l, l->nlisten++);
 	return fd;
 }
@@ -262,11 +279,23 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *l,
 	memcpy(&c->addr, addr, len);
 	c->addr_len = len;
 	c->connecting = true;
+	l->st.connects++;
+	if (l->epfd >= 0) {
+		int ret = sheaf__ep_connect(c);
+
+		if (ret) { /* failed at once: no callback, like socket() failing */
+			c->connecting = false;
+			l->st.connect_failed++;
+			sheaf__conn_abort(c, ret);
+			*err = ret;
+			return NULL;
+		}
+		return c;
+	}
 	sqe = sheaf__sqe(l);
 	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->addr, len);
 	sqe->user_data = sheaf__ud(SHEAF__OP_CONNECT, c->slot, c->gen);
 	c->inflight++;
-	l->st.connects++;
 	return c;
 }
 
@@ -282,11 +311,18 @@ static void begin_stop(struct sheaf_loop *l)
 	l->stopping = true;
 	for (unsigned i = 0; i < l->nlisten; i++) {
 		/* shutdown ends the multishot accept; the CQE says when */
-		shutdown(l->listen[i].fd, SHUT_RDWR);
+		if (l->epfd >= 0)
+			sheaf__ep_unlisten(l, i);
+		else
+			shutdown(l->listen[i].fd, SHUT_RDWR);
 	}
 	for (uint32_t i = 0; i < l->cfg.max_conns; i++)
 		if (l->conns[i].in_use)
 			sheaf_conn_close(&l->conns[i]);
+	if (l->epfd >= 0) {
+		l->drain_deadline = sheaf__now() + (double)l->drain_ts.tv_sec;
+		return;
+	}
 	sqe = sheaf__sqe(l);
 	io_uring_prep_timeout(sqe, &l->drain_ts, 0, 0);
 	sqe->user_data = sheaf__ud(SHEAF__OP_TIMEOUT, DRAIN_SLOT, 0);
@@ -357,12 +393,38 @@ static void rearm_waiters(struct sheaf_loop *l)
 	}
 }
 
+/* The epoll backend's loop: the same steps, readiness instead of CQEs. */
+static int ep_run(struct sheaf_loop *l)
+{
+	int ret, timeout;
+
+	while (!l->break_req) {
+		if (l->stop_req && !l->stopping)
+			begin_stop(l);
+		sheaf__reap(l);
+		if (l->stopping && !l->nconns && !listeners_armed(l))
+			break;
+		sheaf__pool_flush(&l->pool);
+		rearm_waiters(l);
+		timeout = l->stopping ? (int)((l->drain_deadline - sheaf__now()) * 1000) + 1 : -1;
+		ret = sheaf__ep_wait(l, timeout);
+		if (ret < 0)
+			return ret;
+		if (l->stopping && sheaf__now() >= l->drain_deadline)
+			drain_expired(l);
+		sheaf__reap(l);
+	}
+	return 0;
+}
+
 int sheaf_loop_run(struct sheaf_loop *l)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n;
 	int ret;
 
+	if (l->epfd >= 0)
+		return ep_run(l);
 	while (!l->break_req) {
 		if (l->stop_req && !l->stopping)
 			begin_stop(l);
@@ -386,6 +448,14 @@ int sheaf_loop_run(struct sheaf_loop *l)
 	}
 	sheaf__pool_flush(&l->pool);
 	return 0;
+}
+
+double sheaf__now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *st)

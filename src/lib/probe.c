@@ -17,7 +17,7 @@
 static const char *const io_names[SHEAF_IO__COUNT] = {
 	[SHEAF_IO_AUTO] = "auto",     [SHEAF_IO_BUNDLE] = "bundle",
 	[SHEAF_IO_RING] = "ring",     [SHEAF_IO_PLAIN] = "plain",
-	[SHEAF_IO_SENDMSG] = "sendmsg",
+	[SHEAF_IO_SENDMSG] = "sendmsg", [SHEAF_IO_EPOLL] = "epoll",
 };
 
 const char *sheaf_io_name(enum sheaf_io io)
@@ -182,7 +182,7 @@ static void choose(struct sheaf_probe *p)
 	else if (p->pbuf_ring && p->recv_multishot)
 		p->best = SHEAF_IO_RING;
 	else
-		p->best = SHEAF_IO_AUTO; /* nothing usable */
+		p->best = SHEAF_IO_EPOLL; /* io_uring missing or too old */
 	if (!p->reason[0] && p->best != SHEAF_IO_BUNDLE)
 		snprintf(p->reason, sizeof(p->reason), "%s",
 			 !p->pbuf_ring ? "no provided-buffer rings (Linux 5.19+)" :
@@ -232,6 +232,8 @@ static int supported(const struct sheaf_probe *p, enum sheaf_io io)
 	case SHEAF_IO_RING:
 	case SHEAF_IO_PLAIN:
 		return p->pbuf_ring && p->recv_multishot;
+	case SHEAF_IO_EPOLL:
+		return 1;
 	default:
 		return 0;
 	}

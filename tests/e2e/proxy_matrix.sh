@@ -9,8 +9,8 @@ require_sheaf
 
 MODE=${1:-${SHEAF_MODE:-bundle}}
 case "$MODE" in
-bundle | ring | plain | sendmsg | auto) ;;
-*) echo "usage: $0 bundle|ring|plain|sendmsg|auto" >&2; exit 2 ;;
+bundle | ring | plain | sendmsg | epoll | auto) ;;
+*) echo "usage: $0 bundle|ring|plain|sendmsg|epoll|auto" >&2; exit 2 ;;
 esac
 
 BS_LIST=${MATRIX_BS:-"1 32 80 4096 65536"}

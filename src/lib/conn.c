@@ -16,7 +16,6 @@
 #include "internal.h"
 
 #define CHAIN_MAX 256   /* linked per-buffer sends in flight (ring, plain) */
-#define IOV_MAX_GATHER 256
 
 static uint64_t ud(struct sheaf_conn *c, unsigned op)
 {
@@ -233,35 +232,27 @@ static void send_gather(struct sheaf_conn *c)
 {
 	struct sheaf_loop *l = c->loop;
 	struct io_uring_sqe *sqe;
-	struct msghdr *mh;
-	struct iovec *iov;
+	struct sheaf__gather *g;
 	unsigned n = 0;
 
-	if (!c->iov) {
-		/* one msghdr lives in front of the iovecs, for the kernel to
-		 * read at issue time */
-		c->iov = malloc(sizeof(struct msghdr) +
-				IOV_MAX_GATHER * sizeof(struct iovec));
-		if (!c->iov) {
-			sheaf__conn_abort(c, -ENOMEM);
-			return;
-		}
+	if (!c->gather && !(c->gather = malloc(sizeof(*c->gather)))) {
+		sheaf__conn_abort(c, -ENOMEM);
+		return;
 	}
-	mh = (struct msghdr *)c->iov;
-	iov = (struct iovec *)(mh + 1);
-	while (c->q_out < c->q_count && n < IOV_MAX_GATHER) {
+	g = c->gather;
+	while (c->q_out < c->q_count && n < SHEAF__GATHER_MAX) {
 		uint16_t bid = q_hand_out(c);
 		uint32_t off = bid == c->q_head ? c->q_off : 0;
 
-		iov[n].iov_base = sheaf__pool_buf(&l->pool, bid) + off;
-		iov[n].iov_len = l->pool.len[bid] - off;
+		g->iov[n].iov_base = sheaf__pool_buf(&l->pool, bid) + off;
+		g->iov[n].iov_len = l->pool.len[bid] - off;
 		n++;
 	}
-	memset(mh, 0, sizeof(*mh));
-	mh->msg_iov = iov;
-	mh->msg_iovlen = n;
+	memset(&g->mh, 0, sizeof(g->mh));
+	g->mh.msg_iov = g->iov;
+	g->mh.msg_iovlen = n;
 	sqe = sheaf__sqe(l);
-	io_uring_prep_sendmsg(sqe, c->fd, mh, MSG_WAITALL);
+	io_uring_prep_sendmsg(sqe, c->fd, &g->mh, MSG_WAITALL);
 	sqe->user_data = ud(c, SHEAF__OP_SEND);
 	c->sends = 1;
 }
@@ -815,7 +806,7 @@ static void conn_free(struct sheaf_conn *c)
 	q_drop_all(c);
 	if (c->sring)
 		sring_put(l, c->sring);
-	free(c->iov);
+	free(c->gather);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (err && err != -ECONNRESET && err != -EPIPE)

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "sheaf.h"
 #include "compat.h"
@@ -94,6 +95,13 @@ int sheaf__bundle_map(struct sheaf__pool *p, uint16_t first_bid, uint32_t res,
 /* After a mismatch: move head to the position holding first_bid, if any. */
 int sheaf__bundle_resync(struct sheaf__pool *p, uint16_t first_bid);
 
+/* A sendmsg of queued buffers: the kernel reads both at issue time. */
+#define SHEAF__GATHER_MAX 256
+struct sheaf__gather {
+	struct msghdr mh;
+	struct iovec iov[SHEAF__GATHER_MAX];
+};
+
 /* A send ring: a window of one connection's queue the kernel sends from. */
 struct sheaf__sring {
 	struct io_uring_buf_ring *br;
@@ -129,7 +137,7 @@ struct sheaf_conn {
 	bool ep_added, ep_want_out;
 	uint32_t ep_mask;
 	struct sheaf__sring *sring;
-	struct iovec *iov;               /* sendmsg gather list */
+	struct sheaf__gather *gather;    /* sendmsg: header and iovecs, lazily */
 	bool shut_pending, wr_shut, want_close, closing, reaping;
 	struct sheaf_conn *reap_next;
 	unsigned inflight;               /* SQEs still to complete */

@@ -142,7 +142,7 @@ void sheaf_loop_free(struct sheaf_loop *l)
 		if (c->in_use) {
 			if (c->sring)
 				sheaf__sring_destroy(l, c->sring);
-			free(c->iov);
+			free(c->gather);
 			close(c->fd);
 		}
 	}

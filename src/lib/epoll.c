@@ -84,8 +84,17 @@ static void ep_accept(struct sheaf_loop *l, unsigned idx)
 		int fd = accept4(l->listen[idx].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct sheaf_conn *c;
 
-		if (fd < 0)
-			return; /* EAGAIN, or EMFILE & co: level-triggered, retried */
+		if (fd < 0 && (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED))
+			return;
+		if (fd < 0) {
+			/* out of descriptors or memory: the connection stays in
+			 * the backlog and level-triggered epoll would report it
+			 * again at once, so stop listening for a moment */
+			sheaf__ep_unlisten(l, idx);
+			l->listen[idx].armed = true;
+			l->listen[idx].retry_at = sheaf__now() + 0.05;
+			return;
+		}
 		c = l->stopping ? NULL : sheaf__conn_new(l, fd);
 		if (!c) {
 			close(fd);
@@ -116,6 +125,32 @@ static void ep_conn_event(struct sheaf_loop *l, struct sheaf_conn *c, uint32_t e
 	sheaf__progress(c);
 }
 
+/* Milliseconds until the next listener retry or the drain's end; -1: none. */
+int sheaf__ep_timeout(struct sheaf_loop *l)
+{
+	double next = l->stopping ? l->drain_deadline : 0, now = sheaf__now();
+
+	for (unsigned i = 0; i < l->nlisten; i++)
+		if (l->listen[i].retry_at && (!next || l->listen[i].retry_at < next))
+			next = l->listen[i].retry_at;
+	if (!next)
+		return -1;
+	return next <= now ? 0 : (int)((next - now) * 1000) + 1;
+}
+
+static void ep_relisten(struct sheaf_loop *l)
+{
+	double now = sheaf__now();
+
+	for (unsigned i = 0; i < l->nlisten; i++) {
+		if (!l->listen[i].retry_at || now < l->listen[i].retry_at)
+			continue;
+		l->listen[i].retry_at = 0;
+		if (l->stopping || sheaf__ep_listen(l, i))
+			l->listen[i].armed = false;
+	}
+}
+
 /* Waits for readiness (at most timeout_ms, -1 forever) and handles it. */
 int sheaf__ep_wait(struct sheaf_loop *l, int timeout_ms)
 {
@@ -124,6 +159,7 @@ int sheaf__ep_wait(struct sheaf_loop *l, int timeout_ms)
 
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
+	ep_relisten(l);
 	for (int i = 0; i < n; i++) {
 		uint64_t u = ev[i].data.u64;
 		struct sheaf_conn *c;

@@ -152,6 +152,7 @@ struct sheaf__listener {
 	int fd;
 	bool armed;
 	void *data;
+	double retry_at; /* epoll backend: re-listen then (out of fds), or 0 */
 };
 
 struct sheaf_loop {
@@ -214,6 +215,7 @@ int sheaf__ep_listen(struct sheaf_loop *l, unsigned idx);
 void sheaf__ep_unlisten(struct sheaf_loop *l, unsigned idx);
 int sheaf__ep_connect(struct sheaf_conn *c);
 int sheaf__ep_wait(struct sheaf_loop *l, int timeout_ms);
+int sheaf__ep_timeout(struct sheaf_loop *l);
 void sheaf__recv_ready(struct sheaf_conn *c);
 void sheaf__send_ready(struct sheaf_conn *c);
 

@@ -311,8 +311,10 @@ static void begin_stop(struct sheaf_loop *l)
 	l->stopping = true;
 	for (unsigned i = 0; i < l->nlisten; i++) {
 		/* shutdown ends the multishot accept; the CQE says when */
-		if (l->epfd >= 0)
+		if (l->epfd >= 0) {
 			sheaf__ep_unlisten(l, i);
+			l->listen[i].retry_at = 0;
+		}
 		else
 			shutdown(l->listen[i].fd, SHUT_RDWR);
 	}
@@ -396,7 +398,7 @@ static void rearm_waiters(struct sheaf_loop *l)
 /* The epoll backend's loop: the same steps, readiness instead of CQEs. */
 static int ep_run(struct sheaf_loop *l)
 {
-	int ret, timeout;
+	int ret;
 
 	while (!l->break_req) {
 		if (l->stop_req && !l->stopping)
@@ -406,8 +408,7 @@ static int ep_run(struct sheaf_loop *l)
 			break;
 		sheaf__pool_flush(&l->pool);
 		rearm_waiters(l);
-		timeout = l->stopping ? (int)((l->drain_deadline - sheaf__now()) * 1000) + 1 : -1;
-		ret = sheaf__ep_wait(l, timeout);
+		ret = sheaf__ep_wait(l, sheaf__ep_timeout(l));
 		if (ret < 0)
 			return ret;
 		if (l->stopping && sheaf__now() >= l->drain_deadline)

@@ -62,7 +62,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(CLI_LIBOBJ) $(BUILD)/libsheaf.a
 unit: $(UNIT_BIN)
 
 # Packages the build, the tests and the benchmark need (Debian names).
-DEPS_PKGS := gcc make pkg-config liburing-dev libcmocka-dev gnuplot-nox iproute2 haproxy socat
+DEPS_PKGS := gcc make pkg-config liburing-dev libcmocka-dev gnuplot-nox iproute2 haproxy socat \
+             python3
 deps:
 	@sh tests/deps.sh $(DEPS_PKGS)
 

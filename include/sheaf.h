@@ -93,6 +93,7 @@ struct sheaf_loop_config {
 	uint32_t max_conns;   /* connection slots */
 	uint32_t queue_high;  /* bytes queued to send before the source pauses; 0 = default */
 	int nodelay;          /* set TCP_NODELAY on every connection */
+	uint32_t connect_timeout_ms; /* sheaf_connect gives up after this; 0 = never */
 };
 
 /* Limits for the configuration above. */
@@ -125,7 +126,8 @@ void sheaf_loop_break(struct sheaf_loop *loop);
 int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
 		 socklen_t len, void *listen_data);
 
-/* Starts connecting; on_connect reports the result. */
+/* Starts connecting; on_connect reports the result (-ETIMEDOUT after
+ * connect_timeout_ms). */
 struct sheaf_conn *sheaf_connect(struct sheaf_loop *loop,
 				 const struct sockaddr *addr, socklen_t len,
 				 void *data, int *err);

@@ -21,6 +21,8 @@ static const char help[] =
 	"  --buf-size BYTES       pool buffer size, 1 .. 1M (default 4K; suffixes K M G)\n"
 	"  --bufs N               pool buffers, power of two <= 32768 (default: ~8 MiB of pool)\n"
 	"  --max-conns N          client connections at once (default 4096; the rest are refused)\n"
+	"  --connect-timeout MS   give up connecting to the upstream after MS milliseconds and\n"
+	"                         close the client (default 5000; 0 = wait for the kernel)\n"
 	"  --nodelay              set TCP_NODELAY on both sides (lower latency for small\n"
 	"                         writes; more, smaller packets)\n"
 	"  --quiet                print only errors\n"
@@ -30,6 +32,7 @@ static const char help[] =
 struct proxy_opts {
 	struct addr listen, upstream;
 	bool have_listen, have_upstream, quiet, nodelay;
+	uint32_t connect_timeout_ms;
 	struct io_opts io;
 	uint32_t max_conns;
 };
@@ -41,7 +44,7 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		{ "io", required_argument, 0, 'i' },     { "buf-size", required_argument, 0, 'b' },
 		{ "bufs", required_argument, 0, 'n' },   { "max-conns", required_argument, 0, 'm' },
 		{ "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
-		{ "nodelay", no_argument, 0, 'N' },
+		{ "nodelay", no_argument, 0, 'N' },      { "connect-timeout", required_argument, 0, 'T' },
 		{ 0 }
 	};
 	int c, idx, ret;
@@ -75,6 +78,13 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 			break;
 		case 'q': o->quiet = true; break;
 		case 'N': o->nodelay = true; break;
+		case 'T':
+			if (parse_u32(optarg, &o->connect_timeout_ms) ||
+			    o->connect_timeout_ms > 3600000) {
+				say("proxy", "--connect-timeout %s: milliseconds, 0 to 3600000", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'h': fputs(help, stdout); exit(0);
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
@@ -173,7 +183,8 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 
 int cmd_proxy(int argc, char **argv)
 {
-	struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096 };
+	struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096,
+				.connect_timeout_ms = 5000 };
 	struct sheaf_callbacks cb = { .on_accept = on_accept, .on_connect = on_connect,
 				      .on_close = on_close };
 	struct sheaf_loop_config cfg;
@@ -184,6 +195,7 @@ int cmd_proxy(int argc, char **argv)
 	if ((ret = parse(argc, argv, &o)) || (ret = io_config("proxy", &o.io, 2 * o.max_conns, &cfg)))
 		return ret;
 	cfg.nodelay = o.nodelay;
+	cfg.connect_timeout_ms = o.connect_timeout_ms;
 	if ((err = check_upstream(&o.upstream))) {
 		say("proxy", "upstream %s: %s", o.upstream.text, strerror(-err));
 		return 1;

@@ -804,6 +804,8 @@ static void conn_free(struct sheaf_conn *c)
 	int err = c->err;
 
 	q_drop_all(c);
+	if (l->cfg.io == SHEAF_IO_EPOLL)
+		sheaf__ep_connect_done(c);
 	if (c->sring)
 		sring_put(l, c->sring);
 	free(c->gather);
@@ -916,9 +918,15 @@ void sheaf__handle_connect(struct sheaf_conn *c, int res)
 {
 	struct sheaf_loop *l = c->loop;
 
+	if (!c->connecting)
+		return; /* already reported (an epoll connect that timed out) */
 	c->connecting = false;
 	if (l->cfg.io != SHEAF_IO_EPOLL)
 		c->inflight--;
+	else
+		sheaf__ep_connect_done(c);
+	if (res == -ECANCELED && !c->closing)
+		res = -ETIMEDOUT; /* the linked timeout fired */
 	if (res < 0)
 		l->st.connect_failed++;
 	if (l->cb.on_connect && !c->closing)

@@ -69,12 +69,56 @@ void sheaf__ep_unlisten(struct sheaf_loop *l, unsigned idx)
 
 int sheaf__ep_connect(struct sheaf_conn *c)
 {
+	struct sheaf_loop *l = c->loop;
+
 	if (set_nonblock(c->fd))
 		return -errno;
 	if (connect(c->fd, (struct sockaddr *)&c->addr, c->addr_len) && errno != EINPROGRESS)
 		return -errno;
 	sheaf__ep_update(c); /* writable when connected (or failed) */
+	if (l->cfg.connect_timeout_ms) {
+		/* one timeout for all: the list stays in deadline order */
+		c->deadline = sheaf__now() + l->cfg.connect_timeout_ms / 1000.0;
+		c->cprev = l->connecting_tail;
+		if (c->cprev)
+			c->cprev->cnext = c;
+		else
+			l->connecting = c;
+		l->connecting_tail = c;
+	}
 	return 0;
+}
+
+/* c stopped connecting (done, failed or closed): off the deadline list. */
+void sheaf__ep_connect_done(struct sheaf_conn *c)
+{
+	struct sheaf_loop *l = c->loop;
+
+	if (!c->deadline)
+		return;
+	if (c->cprev)
+		c->cprev->cnext = c->cnext;
+	else
+		l->connecting = c->cnext;
+	if (c->cnext)
+		c->cnext->cprev = c->cprev;
+	else
+		l->connecting_tail = c->cprev;
+	c->cnext = c->cprev = NULL;
+	c->deadline = 0;
+}
+
+/* Connects past their deadline fail with -ETIMEDOUT. */
+void sheaf__ep_expire(struct sheaf_loop *l)
+{
+	double now = sheaf__now();
+
+	while (l->connecting && l->connecting->deadline <= now) {
+		struct sheaf_conn *c = l->connecting;
+
+		sheaf__ep_connect_done(c);
+		sheaf__handle_connect(c, -ETIMEDOUT);
+	}
 }
 
 /* Accepts until the backlog is empty (or the table is full). */
@@ -129,6 +173,9 @@ static void ep_conn_event(struct sheaf_loop *l, struct sheaf_conn *c, uint32_t e
 int sheaf__ep_timeout(struct sheaf_loop *l)
 {
 	double next = l->stopping ? l->drain_deadline : 0, now = sheaf__now();
+
+	if (l->connecting && (!next || l->connecting->deadline < next))
+		next = l->connecting->deadline;
 
 	for (unsigned i = 0; i < l->nlisten; i++)
 		if (l->listen[i].retry_at && (!next || l->listen[i].retry_at < next))

@@ -23,6 +23,7 @@ enum sheaf__op {
 	SHEAF__OP_SEND,
 	SHEAF__OP_CANCEL,
 	SHEAF__OP_TIMEOUT,
+	SHEAF__OP_LINK_TIMEOUT, /* bounds a connect */
 };
 
 static inline uint64_t sheaf__ud(unsigned op, uint32_t slot, uint32_t gen)
@@ -142,6 +143,8 @@ struct sheaf_conn {
 	struct sheaf_conn *reap_next;
 	unsigned inflight;               /* SQEs still to complete */
 	int err;
+	struct sheaf_conn *cnext, *cprev; /* epoll: connecting, oldest first */
+	double deadline;                 /* epoll: connect gives up then */
 	struct sockaddr_storage addr;    /* connect target, until submitted */
 	socklen_t addr_len;
 };
@@ -181,7 +184,9 @@ struct sheaf_loop {
 	volatile int stop_req, break_req;
 	bool stopping;
 	unsigned drain_timer;        /* timeouts in flight */
-	struct __kernel_timespec drain_ts, retry_ts;
+	struct __kernel_timespec drain_ts, retry_ts, connect_ts;
+	struct sheaf_conn *connecting;  /* epoll: connects in flight, oldest first */
+	struct sheaf_conn *connecting_tail;
 	int epfd;                    /* epoll backend, else -1 */
 	double drain_deadline;       /* epoll backend: end of the stop drain */
 	struct sheaf_stats st;
@@ -216,6 +221,8 @@ void sheaf__ep_unlisten(struct sheaf_loop *l, unsigned idx);
 int sheaf__ep_connect(struct sheaf_conn *c);
 int sheaf__ep_wait(struct sheaf_loop *l, int timeout_ms);
 int sheaf__ep_timeout(struct sheaf_loop *l);
+void sheaf__ep_connect_done(struct sheaf_conn *c);
+void sheaf__ep_expire(struct sheaf_loop *l);
 void sheaf__recv_ready(struct sheaf_conn *c);
 void sheaf__send_ready(struct sheaf_conn *c);
 

@@ -84,6 +84,8 @@ static void loop_limits(struct sheaf_loop *l)
 	l->queue_low = l->queue_high / 2;
 	l->next_bgid = 1; /* 0 is the receive pool */
 	l->drain_ts.tv_sec = 2;
+	l->connect_ts.tv_sec = l->cfg.connect_timeout_ms / 1000;
+	l->connect_ts.tv_nsec = (long long)(l->cfg.connect_timeout_ms % 1000) * 1000000;
 	l->retry_ts.tv_nsec = 50 * 1000 * 1000;
 }
 
@@ -292,10 +294,19 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *l,
 		}
 		return c;
 	}
+	if (io_uring_sq_space_left(&l->ring) < 2)
+		io_uring_submit(&l->ring); /* the link must not span two submits */
 	sqe = sheaf__sqe(l);
 	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->addr, len);
 	sqe->user_data = sheaf__ud(SHEAF__OP_CONNECT, c->slot, c->gen);
 	c->inflight++;
+	if (l->cfg.connect_timeout_ms) {
+		sqe->flags |= IOSQE_IO_LINK;
+		sqe = sheaf__sqe(l);
+		io_uring_prep_link_timeout(sqe, &l->connect_ts, 0);
+		sqe->user_data = sheaf__ud(SHEAF__OP_LINK_TIMEOUT, c->slot, c->gen);
+		c->inflight++;
+	}
 	return c;
 }
 
@@ -365,8 +376,9 @@ static void dispatch(struct sheaf_loop *l, struct io_uring_cqe *cqe)
 			sheaf__handle_connect(c, cqe->res);
 		break;
 	case SHEAF__OP_CANCEL:
+	case SHEAF__OP_LINK_TIMEOUT:
 		if ((c = sheaf__conn_lookup(l, cqe->user_data)))
-			sheaf__handle_cancel(c);
+			sheaf__handle_cancel(c); /* one SQE less in flight */
 		break;
 	case SHEAF__OP_ACCEPT:
 		handle_accept(l, cqe);
@@ -411,6 +423,7 @@ static int ep_run(struct sheaf_loop *l)
 		ret = sheaf__ep_wait(l, sheaf__ep_timeout(l));
 		if (ret < 0)
 			return ret;
+		sheaf__ep_expire(l);
 		if (l->stopping && sheaf__now() >= l->drain_deadline)
 			drain_expired(l);
 		sheaf__reap(l);

@@ -6,7 +6,7 @@ WERROR  ?= -Werror
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra $(WERROR) -Wshadow -Wno-unused-parameter \
            -fPIC -D_GNU_SOURCE -Iinclude -Isrc/lib -MMD -MP
-LDLIBS  += -luring
+LDLIBS  += -luring -lpthread
 
 ifeq ($(SANITIZE),1)
 BUILD   ?= build-san

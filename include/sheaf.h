@@ -94,6 +94,7 @@ struct sheaf_loop_config {
 	uint32_t queue_high;  /* bytes queued to send before the source pauses; 0 = default */
 	int nodelay;          /* set TCP_NODELAY on every connection */
 	uint32_t connect_timeout_ms; /* sheaf_connect gives up after this; 0 = never */
+	int reuseport;        /* listen with SO_REUSEPORT: one listener per loop/thread */
 };
 
 /* Limits for the configuration above. */

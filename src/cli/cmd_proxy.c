@@ -2,6 +2,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +23,10 @@ static const char help[] =
 	"                         see sheaf probe)\n"
 	"  --buf-size BYTES       pool buffer size, 1 .. 1M (default 4K; suffixes K M G)\n"
 	"  --bufs N               pool buffers, power of two <= 32768 (default: ~8 MiB of pool)\n"
-	"  --max-conns N          client connections at once (default 4096; the rest are refused)\n"
+	"  --max-conns N          client connections at once, per thread (default 4096; the\n"
+	"                         rest are refused)\n"
+	"  --threads N            event loops, one per thread, each with its own io_uring,\n"
+	"                         pool (--bufs each) and SO_REUSEPORT listener (default 1)\n"
 	"  --connect-timeout MS   give up connecting to the upstream after MS milliseconds and\n"
 	"                         close the client (default 5000; 0 = wait for the kernel)\n"
 	"  --nodelay              set TCP_NODELAY on both sides (lower latency for small\n"
@@ -32,7 +38,7 @@ static const char help[] =
 struct proxy_opts {
 	struct addr listen, upstream;
 	bool have_listen, have_upstream, quiet, nodelay;
-	uint32_t connect_timeout_ms;
+	uint32_t connect_timeout_ms, threads;
 	struct io_opts io;
 	uint32_t max_conns;
 };
@@ -45,6 +51,7 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		{ "bufs", required_argument, 0, 'n' },   { "max-conns", required_argument, 0, 'm' },
 		{ "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
 		{ "nodelay", no_argument, 0, 'N' },      { "connect-timeout", required_argument, 0, 'T' },
+		{ "threads", required_argument, 0, 't' },
 		{ 0 }
 	};
 	int c, idx, ret;
@@ -78,6 +85,12 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 			break;
 		case 'q': o->quiet = true; break;
 		case 'N': o->nodelay = true; break;
+		case 't':
+			if (parse_u32(optarg, &o->threads) || !o->threads || o->threads > 64) {
+				say("proxy", "--threads %s: must be 1 to 64", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'T':
 			if (parse_u32(optarg, &o->connect_timeout_ms) ||
 			    o->connect_timeout_ms > 3600000) {
@@ -181,16 +194,140 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 	       s->pool_free, s->pool_bufs, s->sendrings);
 }
 
+/* One event loop per thread; connections never move between threads. */
+struct worker {
+	struct sheaf_loop *loop;
+	pthread_t tid;
+	int ret;
+	bool started;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	w->ret = sheaf_loop_run(w->loop);
+	if (w->ret < 0)
+		kill(getpid(), SIGTERM); /* wakes the main thread's sigwait */
+	return NULL;
+}
+
+static void on_wake(int sig) { (void)sig; }
+
+static void stats_add(struct sheaf_stats *t, const struct sheaf_stats *s)
+{
+	t->accepted += s->accepted, t->rejected += s->rejected, t->connects += s->connects;
+	t->connect_failed += s->connect_failed, t->closed += s->closed, t->errors += s->errors;
+	t->bytes_in += s->bytes_in, t->bytes_out += s->bytes_out;
+	t->recv_cqes += s->recv_cqes, t->recv_bufs += s->recv_bufs;
+	t->recv_rearms += s->recv_rearms, t->recv_enobufs += s->recv_enobufs;
+	t->send_sqes += s->send_sqes, t->send_cqes += s->send_cqes, t->send_bufs += s->send_bufs;
+	t->send_gathers += s->send_gathers, t->pauses += s->pauses;
+	t->bundle_mismatch += s->bundle_mismatch, t->send_resyncs += s->send_resyncs;
+	t->pool_bufs += s->pool_bufs, t->pool_free += s->pool_free, t->conns += s->conns;
+	t->sendrings += s->sendrings;
+}
+
+/* Creates the loops and their listeners; the first one picks the port. */
+static int setup_workers(struct proxy_opts *o, struct sheaf_loop_config *cfg,
+			 struct worker *w)
+{
+	struct sheaf_callbacks cb = { .on_accept = on_accept, .on_connect = on_connect,
+				      .on_close = on_close };
+	int err = 0, fd;
+
+	cfg->reuseport = o->threads > 1;
+	for (uint32_t i = 0; i < o->threads; i++) {
+		w[i].loop = sheaf_loop_new(cfg, &cb, NULL, &err);
+		if (!w[i].loop) {
+			say("proxy", "cannot set up %s (io=%s, buf-size=%u, bufs=%u): %s",
+			    cfg->io == SHEAF_IO_EPOLL ? "epoll" : "io_uring", sheaf_io_name(cfg->io),
+			    cfg->buf_size, cfg->nbufs, strerror(-err));
+			return 1;
+		}
+		fd = sheaf_listen(w[i].loop, (const struct sockaddr *)&o->listen.ss,
+				  o->listen.len, &o->upstream);
+		if (fd < 0) {
+			say("proxy", "--listen %s: %s", o->listen.text, strerror(-fd));
+			return 1;
+		}
+		if (i == 0)
+			addr_bound(fd, &o->listen); /* port 0: the others take the same */
+	}
+	return 0;
+}
+
+/* Runs the workers until SIGINT/SIGTERM (or one fails), then stops them. */
+static void run_workers(struct worker *w, uint32_t n)
+{
+	struct sigaction sa = { .sa_handler = on_wake }; /* no SA_RESTART */
+	sigset_t stop;
+	int sig;
+
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	for (uint32_t i = 0; i < n; i++)
+		w[i].started = !pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
+	sigwait(&stop, &sig);
+	for (uint32_t i = 0; i < n; i++)
+		sheaf_loop_stop(w[i].loop);
+	for (uint32_t i = 0; i < n; i++) {
+		struct timespec ts;
+
+		/* a wake-up can land just before the thread blocks: repeat it */
+		while (w[i].started) {
+			pthread_kill(w[i].tid, SIGUSR1);
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000 * 1000;
+			if (ts.tv_nsec >= 1000000000)
+				ts.tv_sec++, ts.tv_nsec -= 1000000000;
+			if (!pthread_timedjoin_np(w[i].tid, NULL, &ts))
+				break;
+		}
+	}
+}
+
+/* Sums the workers' counters, frees them; 0, or 1 if any failed or leaked. */
+static int finish_workers(struct worker *w, uint32_t n, const struct proxy_opts *o,
+			  enum sheaf_io io)
+{
+	struct sheaf_stats all = { 0 }, st;
+	int ret = 0;
+
+	if (!o->quiet && n > 1)
+		printf("sheaf proxy: accepted per thread:");
+	for (uint32_t i = 0; i < n && w[i].loop; i++) {
+		sheaf_loop_stats(w[i].loop, &st);
+		stats_add(&all, &st);
+		if (!o->quiet && n > 1)
+			printf(" %llu%s", (unsigned long long)st.accepted, i + 1 < n ? "" : "\n");
+		sheaf_loop_free(w[i].loop);
+		if (w[i].ret < 0) {
+			say("proxy", "event loop %u failed: %s", i, strerror(-w[i].ret));
+			ret = 1;
+		}
+	}
+	if (!o->quiet)
+		print_stats(&all, io);
+	if (all.pool_free != all.pool_bufs) {
+		say("proxy", "%u of %u pool buffers were not returned",
+		    all.pool_bufs - all.pool_free, all.pool_bufs);
+		ret = 1;
+	}
+	return ret;
+}
+
 int cmd_proxy(int argc, char **argv)
 {
 	struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096,
-				.connect_timeout_ms = 5000 };
-	struct sheaf_callbacks cb = { .on_accept = on_accept, .on_connect = on_connect,
-				      .on_close = on_close };
+				.connect_timeout_ms = 5000, .threads = 1 };
 	struct sheaf_loop_config cfg;
-	struct sheaf_loop *loop;
-	struct sheaf_stats st;
-	int ret, err = 0;
+	struct worker *w;
+	int ret, err;
 
 	if ((ret = parse(argc, argv, &o)) || (ret = io_config("proxy", &o.io, 2 * o.max_conns, &cfg)))
 		return ret;
@@ -200,38 +337,20 @@ int cmd_proxy(int argc, char **argv)
 		say("proxy", "upstream %s: %s", o.upstream.text, strerror(-err));
 		return 1;
 	}
-	loop = sheaf_loop_new(&cfg, &cb, NULL, &err);
-	if (!loop) {
-		say("proxy", "cannot set up io_uring (io=%s, buf-size=%u, bufs=%u): %s",
-		    sheaf_io_name(cfg.io), cfg.buf_size, cfg.nbufs, strerror(-err));
+	w = calloc(o.threads, sizeof(*w));
+	if (!w || setup_workers(&o, &cfg, w)) {
+		for (uint32_t i = 0; w && i < o.threads; i++)
+			sheaf_loop_free(w[i].loop);
+		free(w);
 		return 1;
 	}
-	ret = sheaf_listen(loop, (const struct sockaddr *)&o.listen.ss, o.listen.len, &o.upstream);
-	if (ret < 0) {
-		say("proxy", "--listen %s: %s", o.listen.text, strerror(-ret));
-		sheaf_loop_free(loop);
-		return 1;
-	}
-	addr_bound(ret, &o.listen);
-	stop_on_signals(loop);
 	if (!o.quiet)
-		printf("sheaf proxy: listening on %s (io=%s, buf-size=%u, bufs=%u, upstream=%s)\n",
-		       o.listen.text, sheaf_io_name(cfg.io), cfg.buf_size, cfg.nbufs,
-		       o.upstream.text);
+		printf("sheaf proxy: listening on %s (io=%s, buf-size=%u, bufs=%u, threads=%u, "
+		       "upstream=%s)\n", o.listen.text, sheaf_io_name(cfg.io), cfg.buf_size,
+		       cfg.nbufs, o.threads, o.upstream.text);
 	fflush(stdout);
-	ret = sheaf_loop_run(loop);
-	sheaf_loop_stats(loop, &st);
-	sheaf_loop_free(loop);
-	if (ret < 0) {
-		say("proxy", "event loop failed: %s", strerror(-ret));
-		return 1;
-	}
-	if (!o.quiet)
-		print_stats(&st, cfg.io);
-	if (st.pool_free != st.pool_bufs) {
-		say("proxy", "%u of %u pool buffers were not returned", st.pool_bufs - st.pool_free,
-		    st.pool_bufs);
-		return 1;
-	}
-	return 0;
+	run_workers(w, o.threads);
+	ret = finish_workers(w, o.threads, &o, cfg.io);
+	free(w);
+	return ret;
 }

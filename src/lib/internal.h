@@ -165,6 +165,7 @@ struct sheaf_loop {
 	void *data;
 	struct sheaf__pool pool;
 	bool recv_bundle;            /* cleared if the mapping guard trips */
+	bool enabled;                /* the ring was enabled by the running thread */
 	struct sheaf_conn *conns;
 	uint32_t *free_slots, nfree, nconns;
 	struct sheaf__listener listen[SHEAF__MAX_LISTEN];

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,15 +38,19 @@ struct io_uring_sqe *sheaf__sqe(struct sheaf_loop *l)
 	return sqe;
 }
 
-/* One issuer and deferred task work: completions arrive in consumption
- * order and only while this thread waits, which the bundle mapping needs. */
+/*
+ * One issuer and deferred task work: completions arrive in consumption
+ * order and only while this thread waits, which the bundle mapping needs.
+ * The ring starts disabled, so that the issuer is the thread that runs the
+ * loop (sheaf_loop_run enables it), not the one that created it.
+ */
 static int ring_init(struct sheaf_loop *l)
 {
 	struct io_uring_params p;
 
 	memset(&p, 0, sizeof(p));
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-		  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
+		  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
 	p.cq_entries = CQ_ENTRIES;
 	return io_uring_queue_init_params(SQ_ENTRIES, &l->ring, &p);
 }
@@ -204,6 +209,8 @@ int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (l->cfg.reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (bind(fd, addr, len) || listen(fd, 4096)) {
 		int ret = -errno;
 
@@ -439,6 +446,14 @@ int sheaf_loop_run(struct sheaf_loop *l)
 
 	if (l->epfd >= 0)
 		return ep_run(l);
+	if (!l->enabled) {
+		/* liburing 2.3 declares io_uring_enable_rings but does not
+		 * export it */
+		if (syscall(__NR_io_uring_register, l->ring.ring_fd,
+			    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+			return -errno;
+		l->enabled = true;
+	}
 	while (!l->break_req) {
 		if (l->stop_req && !l->stopping)
 			begin_stop(l);

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <time.h>
 #include <stdio.h>
@@ -18,7 +19,9 @@ static const char help[] =
 	"bytes move both ways by reference through one provided-buffer pool.\n"
 	"Runs until SIGINT/SIGTERM, then drains (at most 2 s) and prints its counters.\n"
 	"  --listen HOST:PORT     address to accept on\n"
-	"  --upstream HOST:PORT   where to connect for each client (must be listening at start)\n"
+	"  --upstream HOST:PORT   where to connect for each client; repeat it for several: each\n"
+	"                         client goes to the next in turn, and to the one after if\n"
+	"                         connecting fails (at least one must listen at start)\n"
 	"  --io MODE              auto|bundle|ring|plain|sendmsg|epoll (default auto,\n"
 	"                         see sheaf probe)\n"
 	"  --buf-size BYTES       pool buffer size, 1 .. 1M (default 4K; suffixes K M G)\n"
@@ -35,9 +38,20 @@ static const char help[] =
 	"Exit status: 0 after a clean stop, 1 on a runtime error (or buffers not returned),\n"
 	"2 on bad usage.\n";
 
+#define MAX_UPSTREAMS 16
+
+/* The upstreams, shared by all threads: a client goes to the next one in
+ * turn, and to the one after that if connecting fails. */
+struct upstreams {
+	struct addr a[MAX_UPSTREAMS];
+	unsigned n;
+	atomic_uint next;
+};
+
 struct proxy_opts {
-	struct addr listen, upstream;
-	bool have_listen, have_upstream, quiet, nodelay;
+	struct addr listen;
+	struct upstreams up;
+	bool have_listen, quiet, nodelay;
 	uint32_t connect_timeout_ms, threads;
 	struct io_opts io;
 	uint32_t max_conns;
@@ -59,17 +73,20 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
 		switch (c) {
 		case 'l': case 'u': {
-			struct addr *a = c == 'l' ? &o->listen : &o->upstream;
+			struct addr *a = c == 'l' ? &o->listen : &o->up.a[o->up.n];
 
-			if (c == 'u' && o->have_upstream) {
-				say("proxy", "--upstream %s: only one upstream is supported", optarg);
+			if (c == 'u' && o->up.n == MAX_UPSTREAMS) {
+				say("proxy", "--upstream %s: at most %d upstreams", optarg, MAX_UPSTREAMS);
 				return EXIT_USAGE;
 			}
 			if (parse_addr(optarg, a)) {
 				say("proxy", "--%s %s: not a HOST:PORT address", opts[idx].name, optarg);
 				return EXIT_USAGE;
 			}
-			*(c == 'l' ? &o->have_listen : &o->have_upstream) = true;
+			if (c == 'l')
+				o->have_listen = true;
+			else
+				o->up.n++;
 			break;
 		}
 		case 'i': case 'b': case 'n':
@@ -102,7 +119,7 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
 	}
-	if (optind < argc || !o->have_listen || !o->have_upstream) {
+	if (optind < argc || !o->have_listen || !o->up.n) {
 		say("proxy", optind < argc ? "unexpected argument '%s'" :
 			     "--listen and --upstream are required%s", optind < argc ? argv[optind] : "");
 		return EXIT_USAGE;
@@ -110,7 +127,7 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 	return 0;
 }
 
-/* Refuse to start against an upstream that is not there at all. */
+/* Whether an upstream accepts connections at all. */
 static int check_upstream(const struct addr *a)
 {
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -130,45 +147,95 @@ static int check_upstream(const struct addr *a)
 	return -err;
 }
 
+/* Refuse to start when no upstream is there at all; name each missing one. */
+static int check_upstreams(const struct upstreams *ups)
+{
+	unsigned ok = 0;
+
+	for (unsigned i = 0; i < ups->n; i++) {
+		int err = check_upstream(&ups->a[i]);
+
+		if (!err)
+			ok++;
+		else
+			say("proxy", "upstream %s: %s", ups->a[i].text, strerror(-err));
+	}
+	if (ok && ok < ups->n)
+		say("proxy", "continuing with %u of %u upstreams", ok, ups->n);
+	return ok ? 0 : 1;
+}
+
+/* A client and the upstream connection made for it. */
+struct pair {
+	struct sheaf_conn *client, *up;
+	struct upstreams *ups;
+	unsigned idx, tries;
+};
+
+/* Connects the pair's client to upstream idx, or the next ones if that
+ * fails at once; closes the client when none is left. */
+static void connect_next(struct pair *p)
+{
+	while (p->tries < p->ups->n) {
+		const struct addr *a = &p->ups->a[p->idx];
+		int err = 0;
+
+		p->tries++;
+		p->idx = (p->idx + 1) % p->ups->n;
+		p->up = sheaf_connect(sheaf_conn_loop(p->client), (const struct sockaddr *)&a->ss,
+				      a->len, p, &err);
+		if (p->up)
+			return;
+	}
+	sheaf_conn_close(p->client);
+}
+
 static void on_connect(struct sheaf_conn *up, int err)
 {
-	struct sheaf_conn *client = sheaf_conn_data(up);
+	struct pair *p = sheaf_conn_data(up);
 
-	if (!client) {            /* the client went away meanwhile */
+	if (!p->client) {            /* the client went away meanwhile */
 		sheaf_conn_close(up);
 		return;
 	}
-	if (err) {
-		sheaf_conn_set_data(client, NULL);
+	if (err) {                   /* this upstream failed: the next one */
 		sheaf_conn_set_data(up, NULL);
-		sheaf_conn_close(client);
+		p->up = NULL;
+		connect_next(p);
 		return;
 	}
-	sheaf_conn_link(client, up);
+	sheaf_conn_link(p->client, up);
 }
 
 static void on_accept(struct sheaf_conn *client, void *arg)
 {
-	const struct addr *up_addr = arg;
-	int err = 0;
-	struct sheaf_conn *up = sheaf_connect(sheaf_conn_loop(client),
-					      (const struct sockaddr *)&up_addr->ss,
-					      up_addr->len, client, &err);
+	struct upstreams *ups = arg;
+	struct pair *p = calloc(1, sizeof(*p));
 
-	if (!up) {
+	if (!p) {
 		sheaf_conn_close(client);
 		return;
 	}
-	sheaf_conn_set_data(client, up);
+	p->client = client;
+	p->ups = ups;
+	p->idx = atomic_fetch_add(&ups->next, 1) % ups->n;
+	sheaf_conn_set_data(client, p);
+	connect_next(p);
 }
 
-/* Each side forgets the other when it goes, so no pointer outlives it. */
+/* Each side forgets itself when it goes; the last one frees the pair. */
 static void on_close(struct sheaf_conn *c, int err)
 {
-	struct sheaf_conn *other = sheaf_conn_data(c);
+	struct pair *p = sheaf_conn_data(c);
 
-	if (other)
-		sheaf_conn_set_data(other, NULL);
+	if (!p)
+		return;
+	if (p->client == c)
+		p->client = NULL;
+	if (p->up == c)
+		p->up = NULL;
+	if (!p->client && !p->up)
+		free(p);
 }
 
 static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
@@ -246,7 +313,7 @@ static int setup_workers(struct proxy_opts *o, struct sheaf_loop_config *cfg,
 			return 1;
 		}
 		fd = sheaf_listen(w[i].loop, (const struct sockaddr *)&o->listen.ss,
-				  o->listen.len, &o->upstream);
+				  o->listen.len, &o->up);
 		if (fd < 0) {
 			say("proxy", "--listen %s: %s", o->listen.text, strerror(-fd));
 			return 1;
@@ -323,20 +390,18 @@ static int finish_workers(struct worker *w, uint32_t n, const struct proxy_opts 
 
 int cmd_proxy(int argc, char **argv)
 {
-	struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096,
+	static struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096,
 				.connect_timeout_ms = 5000, .threads = 1 };
 	struct sheaf_loop_config cfg;
 	struct worker *w;
-	int ret, err;
+	int ret;
 
 	if ((ret = parse(argc, argv, &o)) || (ret = io_config("proxy", &o.io, 2 * o.max_conns, &cfg)))
 		return ret;
 	cfg.nodelay = o.nodelay;
 	cfg.connect_timeout_ms = o.connect_timeout_ms;
-	if ((err = check_upstream(&o.upstream))) {
-		say("proxy", "upstream %s: %s", o.upstream.text, strerror(-err));
+	if (check_upstreams(&o.up))
 		return 1;
-	}
 	w = calloc(o.threads, sizeof(*w));
 	if (!w || setup_workers(&o, &cfg, w)) {
 		for (uint32_t i = 0; w && i < o.threads; i++)
@@ -346,8 +411,8 @@ int cmd_proxy(int argc, char **argv)
 	}
 	if (!o.quiet)
 		printf("sheaf proxy: listening on %s (io=%s, buf-size=%u, bufs=%u, threads=%u, "
-		       "upstream=%s)\n", o.listen.text, sheaf_io_name(cfg.io), cfg.buf_size,
-		       cfg.nbufs, o.threads, o.upstream.text);
+		       "upstream=%s%s)\n", o.listen.text, sheaf_io_name(cfg.io), cfg.buf_size,
+		       cfg.nbufs, o.threads, o.up.a[0].text, o.up.n > 1 ? ",..." : "");
 	fflush(stdout);
 	run_workers(w, o.threads);
 	ret = finish_workers(w, o.threads, &o, cfg.io);

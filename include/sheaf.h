@@ -95,6 +95,8 @@ struct sheaf_loop_config {
 	int nodelay;          /* set TCP_NODELAY on every connection */
 	uint32_t connect_timeout_ms; /* sheaf_connect gives up after this; 0 = never */
 	int reuseport;        /* listen with SO_REUSEPORT: one listener per loop/thread */
+	uint32_t idle_timeout_ms; /* close connections (linked pairs: both sides)
+				   * that moved no byte for this long; 0 = never */
 };
 
 /* Limits for the configuration above. */
@@ -160,7 +162,7 @@ struct sheaf_stats {
 	uint64_t recv_cqes, recv_bufs, recv_rearms, recv_enobufs;
 	uint64_t send_sqes, send_cqes, send_bufs;
 	uint64_t send_gathers;  /* bundle mode: sends gathered into sendmsg (socket full) */
-	uint64_t pauses, bundle_mismatch, send_resyncs;
+	uint64_t pauses, bundle_mismatch, send_resyncs, idle_closed;
 	uint32_t pool_bufs, pool_free, conns, sendrings;
 };
 void sheaf_loop_stats(const struct sheaf_loop *loop, struct sheaf_stats *st);

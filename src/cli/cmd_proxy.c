@@ -32,6 +32,8 @@ static const char help[] =
 	"                         pool (--bufs each) and SO_REUSEPORT listener (default 1)\n"
 	"  --connect-timeout MS   give up connecting to the upstream after MS milliseconds and\n"
 	"                         close the client (default 5000; 0 = wait for the kernel)\n"
+	"  --idle-timeout MS      close a client and its upstream connection once neither\n"
+	"                         moved a byte for MS milliseconds (default 0: never)\n"
 	"  --nodelay              set TCP_NODELAY on both sides (lower latency for small\n"
 	"                         writes; more, smaller packets)\n"
 	"  --quiet                print only errors\n"
@@ -52,7 +54,7 @@ struct proxy_opts {
 	struct addr listen;
 	struct upstreams up;
 	bool have_listen, quiet, nodelay;
-	uint32_t connect_timeout_ms, threads;
+	uint32_t connect_timeout_ms, idle_timeout_ms, threads;
 	struct io_opts io;
 	uint32_t max_conns;
 };
@@ -65,7 +67,7 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		{ "bufs", required_argument, 0, 'n' },   { "max-conns", required_argument, 0, 'm' },
 		{ "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
 		{ "nodelay", no_argument, 0, 'N' },      { "connect-timeout", required_argument, 0, 'T' },
-		{ "threads", required_argument, 0, 't' },
+		{ "threads", required_argument, 0, 't' }, { "idle-timeout", required_argument, 0, 'I' },
 		{ 0 }
 	};
 	int c, idx, ret;
@@ -108,13 +110,15 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 				return EXIT_USAGE;
 			}
 			break;
-		case 'T':
-			if (parse_u32(optarg, &o->connect_timeout_ms) ||
-			    o->connect_timeout_ms > 3600000) {
-				say("proxy", "--connect-timeout %s: milliseconds, 0 to 3600000", optarg);
+		case 'T': case 'I': {
+			uint32_t *ms = c == 'T' ? &o->connect_timeout_ms : &o->idle_timeout_ms;
+
+			if (parse_u32(optarg, ms) || *ms > 86400000) {
+				say("proxy", "--%s %s: milliseconds, 0 to 86400000", opts[idx].name, optarg);
 				return EXIT_USAGE;
 			}
 			break;
+		}
 		case 'h': fputs(help, stdout); exit(0);
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
@@ -245,7 +249,7 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 	       "\"recv_cqes\":%llu,\"recv_bufs\":%llu,\"bufs_per_recv\":%.2f,"
 	       "\"recv_rearms\":%llu,\"recv_enobufs\":%llu,\"send_sqes\":%llu,"
 	       "\"send_cqes\":%llu,\"send_bufs\":%llu,\"bufs_per_send\":%.2f,\"pauses\":%llu,"
-	       "\"bundle_mismatch\":%llu,\"send_resyncs\":%llu,\"send_gathers\":%llu,\"pool_free\":%u,\"pool_bufs\":%u,\"send_rings\":%u}\n",
+	       "\"bundle_mismatch\":%llu,\"send_resyncs\":%llu,\"send_gathers\":%llu,\"idle_closed\":%llu,\"pool_free\":%u,\"pool_bufs\":%u,\"send_rings\":%u}\n",
 	       sheaf_io_name(io), (unsigned long long)s->accepted,
 	       (unsigned long long)s->rejected, (unsigned long long)s->connect_failed,
 	       (unsigned long long)s->errors, (unsigned long long)s->bytes_in,
@@ -258,6 +262,7 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 	       s->send_cqes ? (double)s->send_bufs / (double)s->send_cqes : 0.0,
 	       (unsigned long long)s->pauses, (unsigned long long)s->bundle_mismatch,
 	       (unsigned long long)s->send_resyncs, (unsigned long long)s->send_gathers,
+	       (unsigned long long)s->idle_closed,
 	       s->pool_free, s->pool_bufs, s->sendrings);
 }
 
@@ -291,6 +296,7 @@ static void stats_add(struct sheaf_stats *t, const struct sheaf_stats *s)
 	t->send_sqes += s->send_sqes, t->send_cqes += s->send_cqes, t->send_bufs += s->send_bufs;
 	t->send_gathers += s->send_gathers, t->pauses += s->pauses;
 	t->bundle_mismatch += s->bundle_mismatch, t->send_resyncs += s->send_resyncs;
+	t->idle_closed += s->idle_closed;
 	t->pool_bufs += s->pool_bufs, t->pool_free += s->pool_free, t->conns += s->conns;
 	t->sendrings += s->sendrings;
 }
@@ -400,6 +406,7 @@ int cmd_proxy(int argc, char **argv)
 		return ret;
 	cfg.nodelay = o.nodelay;
 	cfg.connect_timeout_ms = o.connect_timeout_ms;
+	cfg.idle_timeout_ms = o.idle_timeout_ms;
 	if (check_upstreams(&o.up))
 		return 1;
 	w = calloc(o.threads, sizeof(*w));

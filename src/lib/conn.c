@@ -118,6 +118,7 @@ static uint32_t q_pop(struct sheaf_conn *c)
 /* The oldest buffer was sent. */
 static void q_retire(struct sheaf_conn *c)
 {
+	c->active = c->loop->now;
 	c->loop->st.bytes_out += q_pop(c);
 	c->loop->st.send_bufs++;
 }
@@ -438,6 +439,8 @@ static void deliver(struct sheaf_conn *c, uint32_t n, uint32_t bytes)
 {
 	struct sheaf_loop *l = c->loop;
 	struct sheaf_bundle b = { l->iov, n, bytes };
+
+	c->active = l->now;
 
 	if (c->peer) {
 		q_append(c->peer, l->bids, n);
@@ -777,6 +780,7 @@ struct sheaf_conn *sheaf__conn_new(struct sheaf_loop *l, int fd)
 	c->gen = gen;
 	c->in_use = true;
 	c->q_head = c->q_tail = c->q_push = SHEAF__NIL;
+	c->active = l->now;
 	l->nconns++;
 	if (l->cfg.nodelay) {
 		int one = 1;
@@ -935,6 +939,29 @@ void sheaf__handle_connect(struct sheaf_conn *c, int res)
 		sheaf__conn_abort(c, res);
 	else
 		sheaf__progress(c);
+}
+
+/*
+ * Closes connections that moved no byte for idle_timeout_ms; a linked pair
+ * only when both sides are idle (a long download is not an idle client).
+ */
+void sheaf__idle_sweep(struct sheaf_loop *l)
+{
+	double limit = l->cfg.idle_timeout_ms / 1000.0;
+
+	for (uint32_t i = 0; i < l->cfg.max_conns; i++) {
+		struct sheaf_conn *c = &l->conns[i], *p = c->peer;
+		double active = c->active;
+
+		if (!c->in_use || c->closing || c->connecting)
+			continue;
+		if (p && p->active > active)
+			active = p->active;
+		if (l->now - active < limit)
+			continue;
+		l->st.idle_closed++;
+		sheaf__conn_abort(c, -ETIMEDOUT); /* its peer closes after it */
+	}
 }
 
 /* ---- public ------------------------------------------------------------ */

@@ -176,6 +176,8 @@ int sheaf__ep_timeout(struct sheaf_loop *l)
 
 	if (l->connecting && (!next || l->connecting->deadline < next))
 		next = l->connecting->deadline;
+	if (l->next_sweep && (!next || l->next_sweep < next))
+		next = l->next_sweep;
 
 	for (unsigned i = 0; i < l->nlisten; i++)
 		if (l->listen[i].retry_at && (!next || l->listen[i].retry_at < next))

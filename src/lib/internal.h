@@ -145,6 +145,7 @@ struct sheaf_conn {
 	int err;
 	struct sheaf_conn *cnext, *cprev; /* epoll: connecting, oldest first */
 	double deadline;                 /* epoll: connect gives up then */
+	double active;                   /* when a byte last moved (idle timeout) */
 	struct sockaddr_storage addr;    /* connect target, until submitted */
 	socklen_t addr_len;
 };
@@ -190,6 +191,9 @@ struct sheaf_loop {
 	struct sheaf_conn *connecting_tail;
 	int epfd;                    /* epoll backend, else -1 */
 	double drain_deadline;       /* epoll backend: end of the stop drain */
+	double now;                  /* the clock at this loop iteration */
+	double next_sweep;           /* epoll backend: next idle sweep */
+	struct __kernel_timespec sweep_ts;
 	struct sheaf_stats st;
 };
 
@@ -205,6 +209,7 @@ void sheaf__handle_cancel(struct sheaf_conn *c);
 void sheaf__recv_arm(struct sheaf_conn *c);
 void sheaf__progress(struct sheaf_conn *c);
 void sheaf__reap(struct sheaf_loop *l);
+void sheaf__idle_sweep(struct sheaf_loop *l);
 void sheaf__sring_destroy(struct sheaf_loop *l, struct sheaf__sring *sr);
 
 /*

@@ -12,6 +12,7 @@
 #define SQ_ENTRIES 1024
 #define CQ_ENTRIES 16384
 #define DRAIN_SLOT 0xfffffe  /* timeout slot: end of the stop drain */
+#define SWEEP_SLOT 0xfffffd  /* timeout slot: the idle sweep */
 
 int sheaf_config_check(const struct sheaf_loop_config *cfg)
 {
@@ -89,6 +90,10 @@ static void loop_limits(struct sheaf_loop *l)
 	l->queue_low = l->queue_high / 2;
 	l->next_bgid = 1; /* 0 is the receive pool */
 	l->drain_ts.tv_sec = 2;
+	/* idle connections are found within a quarter of the timeout */
+	uint32_t sweep = l->cfg.idle_timeout_ms / 4 ? l->cfg.idle_timeout_ms / 4 : 1;
+	l->sweep_ts.tv_sec = sweep / 1000;
+	l->sweep_ts.tv_nsec = (long long)(sweep % 1000) * 1000000;
 	l->connect_ts.tv_sec = l->cfg.connect_timeout_ms / 1000;
 	l->connect_ts.tv_nsec = (long long)(l->cfg.connect_timeout_ms % 1000) * 1000000;
 	l->retry_ts.tv_nsec = 50 * 1000 * 1000;
@@ -355,6 +360,27 @@ static void drain_expired(struct sheaf_loop *l)
 			sheaf__conn_abort(&l->conns[i], -ETIMEDOUT);
 }
 
+static void sweep_arm(struct sheaf_loop *l)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!l->cfg.idle_timeout_ms || l->stopping)
+		return;
+	if (l->epfd >= 0) {
+		l->next_sweep = l->now + l->sweep_ts.tv_sec + l->sweep_ts.tv_nsec / 1e9;
+		return;
+	}
+	sqe = sheaf__sqe(l);
+	io_uring_prep_timeout(sqe, &l->sweep_ts, 0, 0);
+	sqe->user_data = sheaf__ud(SHEAF__OP_TIMEOUT, SWEEP_SLOT, 0);
+}
+
+static void sweep(struct sheaf_loop *l)
+{
+	sheaf__idle_sweep(l);
+	sweep_arm(l);
+}
+
 static bool listeners_armed(const struct sheaf_loop *l)
 {
 	for (unsigned i = 0; i < l->nlisten; i++)
@@ -393,6 +419,8 @@ static void dispatch(struct sheaf_loop *l, struct io_uring_cqe *cqe)
 	case SHEAF__OP_TIMEOUT:
 		if (slot == DRAIN_SLOT)
 			drain_expired(l);
+		else if (slot == SWEEP_SLOT)
+			sweep(l);
 		else if (slot < l->nlisten && !l->stopping)
 			accept_arm(l, slot);
 		else if (slot < l->nlisten)
@@ -419,6 +447,8 @@ static int ep_run(struct sheaf_loop *l)
 {
 	int ret;
 
+	l->now = sheaf__now();
+	sweep_arm(l);
 	while (!l->break_req) {
 		if (l->stop_req && !l->stopping)
 			begin_stop(l);
@@ -430,7 +460,10 @@ static int ep_run(struct sheaf_loop *l)
 		ret = sheaf__ep_wait(l, sheaf__ep_timeout(l));
 		if (ret < 0)
 			return ret;
+		l->now = sheaf__now();
 		sheaf__ep_expire(l);
+		if (l->next_sweep && l->now >= l->next_sweep)
+			sweep(l);
 		if (l->stopping && sheaf__now() >= l->drain_deadline)
 			drain_expired(l);
 		sheaf__reap(l);
@@ -453,6 +486,8 @@ int sheaf_loop_run(struct sheaf_loop *l)
 			    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
 			return -errno;
 		l->enabled = true;
+		l->now = sheaf__now();
+		sweep_arm(l);
 	}
 	while (!l->break_req) {
 		if (l->stop_req && !l->stopping)
@@ -467,6 +502,8 @@ int sheaf_loop_run(struct sheaf_loop *l)
 		if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY &&
 		    ret != -EAGAIN)
 			return ret;
+		if (l->cfg.idle_timeout_ms)
+			l->now = sheaf__now();
 		n = 0;
 		io_uring_for_each_cqe(&l->ring, head, cqe) {
 			dispatch(l, cqe);

@@ -442,74 +442,80 @@ static void rearm_waiters(struct sheaf_loop *l)
 	}
 }
 
-/* The epoll backend's loop: the same steps, readiness instead of CQEs. */
-static int ep_run(struct sheaf_loop *l)
+/*
+ * The start of every turn, both backends: stop if asked, free what closed,
+ * end once stopped and empty, make recycled buffers visible before
+ * anything waits, and re-arm receivers that waited for them.
+ */
+static bool turn_begin(struct sheaf_loop *l)
 {
-	int ret;
+	if (l->stop_req && !l->stopping)
+		begin_stop(l);
+	sheaf__reap(l);
+	if (l->stopping && !l->nconns && !listeners_armed(l))
+		return false;
+	sheaf__pool_flush(&l->pool);
+	rearm_waiters(l);
+	return true;
+}
 
+static int uring_turn(struct sheaf_loop *l)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	int ret = io_uring_submit_and_wait(&l->ring, 1);
+
+	if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)
+		return ret;
+	if (l->cfg.idle_timeout_ms)
+		l->now = sheaf__now();
+	io_uring_for_each_cqe(&l->ring, head, cqe) {
+		dispatch(l, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&l->ring, n);
+	return 0;
+}
+
+/* The epoll backend's turn: readiness instead of CQEs, timers by hand. */
+static int ep_turn(struct sheaf_loop *l)
+{
+	int ret = sheaf__ep_wait(l, sheaf__ep_timeout(l));
+
+	if (ret < 0)
+		return ret;
+	l->now = sheaf__now();
+	sheaf__ep_expire(l);
+	if (l->next_sweep && l->now >= l->next_sweep)
+		sweep(l);
+	if (l->stopping && l->now >= l->drain_deadline)
+		drain_expired(l);
+	return 0;
+}
+
+/* The thread that runs the loop becomes the ring's single issuer. */
+static int loop_enable(struct sheaf_loop *l)
+{
+	/* liburing 2.3 declares io_uring_enable_rings but does not export it */
+	if (l->epfd < 0 && syscall(__NR_io_uring_register, l->ring.ring_fd,
+				   IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+		return -errno;
+	l->enabled = true;
 	l->now = sheaf__now();
 	sweep_arm(l);
-	while (!l->break_req) {
-		if (l->stop_req && !l->stopping)
-			begin_stop(l);
-		sheaf__reap(l);
-		if (l->stopping && !l->nconns && !listeners_armed(l))
-			break;
-		sheaf__pool_flush(&l->pool);
-		rearm_waiters(l);
-		ret = sheaf__ep_wait(l, sheaf__ep_timeout(l));
-		if (ret < 0)
-			return ret;
-		l->now = sheaf__now();
-		sheaf__ep_expire(l);
-		if (l->next_sweep && l->now >= l->next_sweep)
-			sweep(l);
-		if (l->stopping && sheaf__now() >= l->drain_deadline)
-			drain_expired(l);
-		sheaf__reap(l);
-	}
 	return 0;
 }
 
 int sheaf_loop_run(struct sheaf_loop *l)
 {
-	struct io_uring_cqe *cqe;
-	unsigned head, n;
 	int ret;
 
-	if (l->epfd >= 0)
-		return ep_run(l);
-	if (!l->enabled) {
-		/* liburing 2.3 declares io_uring_enable_rings but does not
-		 * export it */
-		if (syscall(__NR_io_uring_register, l->ring.ring_fd,
-			    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
-			return -errno;
-		l->enabled = true;
-		l->now = sheaf__now();
-		sweep_arm(l);
-	}
-	while (!l->break_req) {
-		if (l->stop_req && !l->stopping)
-			begin_stop(l);
-		sheaf__reap(l);
-		if (l->stopping && !l->nconns && !listeners_armed(l))
-			break;
-		/* recycled buffers become visible before anything waits */
-		sheaf__pool_flush(&l->pool);
-		rearm_waiters(l);
-		ret = io_uring_submit_and_wait(&l->ring, 1);
-		if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY &&
-		    ret != -EAGAIN)
+	if (!l->enabled && (ret = loop_enable(l)))
+		return ret;
+	while (!l->break_req && turn_begin(l)) {
+		ret = l->epfd >= 0 ? ep_turn(l) : uring_turn(l);
+		if (ret < 0)
 			return ret;
-		if (l->cfg.idle_timeout_ms)
-			l->now = sheaf__now();
-		n = 0;
-		io_uring_for_each_cqe(&l->ring, head, cqe) {
-			dispatch(l, cqe);
-			n++;
-		}
-		io_uring_cq_advance(&l->ring, n);
 		sheaf__reap(l);
 	}
 	sheaf__pool_flush(&l->pool);

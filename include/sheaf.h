@@ -106,7 +106,8 @@ struct sheaf_loop_config {
 /* Checks a configuration without allocating: 0 or -EINVAL. */
 int sheaf_config_check(const struct sheaf_loop_config *cfg);
 
-/* Creates a loop (io_uring + receive pool). */
+/* Creates a loop: its io_uring (or epoll set, for SHEAF_IO_EPOLL) and its
+ * receive pool. Run it from the thread that will own it (sheaf_loop_run). */
 struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 				  const struct sheaf_callbacks *cb, void *data,
 				  int *err);
@@ -120,12 +121,15 @@ void *sheaf_loop_data(struct sheaf_loop *loop);
  */
 int sheaf_loop_run(struct sheaf_loop *loop);
 /* Graceful stop: close listeners, let queued data drain (at most
- * drain_ms), then close all connections. Async-signal-safe. */
+ * 2 s), then close all connections. Async-signal-safe; from another
+ * thread, also interrupt the loop's thread (a signal without SA_RESTART)
+ * so that it notices. */
 void sheaf_loop_stop(struct sheaf_loop *loop);
 /* Returns from sheaf_loop_run as soon as possible (connections stay). */
 void sheaf_loop_break(struct sheaf_loop *loop);
 
-/* Listens on addr with a multishot accept; returns the fd or -errno. */
+/* Listens on addr (a multishot accept, or epoll readiness); on_accept gets
+ * listen_data. Returns the listening fd or -errno. */
 int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
 		 socklen_t len, void *listen_data);
 

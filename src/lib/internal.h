@@ -2,6 +2,7 @@
 #ifndef SHEAF_INTERNAL_H
 #define SHEAF_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -183,7 +184,7 @@ struct sheaf_loop {
 	struct sheaf_conn *cur_src;  /* on_data in progress: its connection */
 	uint32_t cur_n;
 	bool cur_forwarded;
-	volatile int stop_req, break_req;
+	atomic_int stop_req, break_req; /* set by signal handlers, other threads */
 	bool stopping;
 	unsigned drain_timer;        /* timeouts in flight */
 	struct __kernel_timespec drain_ts, retry_ts, connect_ts;

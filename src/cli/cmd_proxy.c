@@ -208,7 +208,8 @@ static void on_connect(struct sheaf_conn *up, int err)
 		connect_next(p);
 		return;
 	}
-	sheaf_conn_link(p->client, up);
+	if (sheaf_conn_link(p->client, up))
+		sheaf_conn_close(up); /* the client is already closing */
 }
 
 static void on_accept(struct sheaf_conn *client, void *arg)

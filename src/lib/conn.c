@@ -290,7 +290,9 @@ static void send_kick(struct sheaf_conn *c)
 		 * A single buffer may wait: one buffer is accounted exactly.
 		 */
 		room = c->q_count == 1 ? UINT64_MAX : send_room(c);
-		c->gathering = l->pool.len[c->q_head] - c->q_off > room;
+		/* buffers still published in the ring are the oldest: they go
+		 * first, by bundle; a gather starts only from an empty ring */
+		c->gathering = !c->q_out && l->pool.len[c->q_head] - c->q_off > room;
 		if (c->gathering) {
 			l->st.send_gathers++;
 			send_gather(c);
@@ -372,7 +374,7 @@ static void wait_add(struct sheaf_conn *c)
 {
 	struct sheaf_loop *l = c->loop;
 
-	if (c->waiting)
+	if (c->waiting || c->closing || c->want_close)
 		return;
 	c->waiting = true;
 	c->wait_next = NULL;
@@ -808,6 +810,7 @@ static void conn_free(struct sheaf_conn *c)
 	int err = c->err;
 
 	q_drop_all(c);
+	wait_remove(c);
 	if (l->cfg.io == SHEAF_IO_EPOLL)
 		sheaf__ep_connect_done(c);
 	if (c->sring)

@@ -32,6 +32,16 @@ void sheaf__ep_update(struct sheaf_conn *c)
 		want = (c->recv_armed ? EPOLLIN : 0) | (c->ep_want_out ? EPOLLOUT : 0);
 	if (c->ep_added && want == c->ep_mask)
 		return;
+	if (!want) {
+		/* out of the set: epoll reports HUP and ERR even with no
+		 * interest, and level-triggered that would spin while the
+		 * connection is paused or done */
+		if (c->ep_added)
+			epoll_ctl(c->loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		c->ep_added = false;
+		c->ep_mask = 0;
+		return;
+	}
 	ev.events = want;
 	ev.data.u64 = sheaf__ud(SHEAF__OP_RECV, c->slot, c->gen);
 	if (!epoll_ctl(c->loop->epfd, c->ep_added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev)) {

@@ -429,9 +429,17 @@ static void dispatch(struct sheaf_loop *l, struct io_uring_cqe *cqe)
 	}
 }
 
+/*
+ * Re-arms as many waiting receivers as the free buffers can serve (one per
+ * rearm_min of them): arming takes no buffer until data comes, and one
+ * busy receiver can take them all, so arming every waiter would only turn
+ * into a burst of -ENOBUFS completions.
+ */
 static void rearm_waiters(struct sheaf_loop *l)
 {
-	while (l->wait_head && sheaf__pool_free(&l->pool) >= l->rearm_min) {
+	uint32_t n = sheaf__pool_free(&l->pool) / l->rearm_min;
+
+	while (l->wait_head && n--) {
 		struct sheaf_conn *c = l->wait_head;
 
 		l->wait_head = c->wait_next;

@@ -430,16 +430,15 @@ static void dispatch(struct sheaf_loop *l, struct io_uring_cqe *cqe)
 }
 
 /*
- * Re-arms as many waiting receivers as the free buffers can serve (one per
- * rearm_min of them): arming takes no buffer until data comes, and one
- * busy receiver can take them all, so arming every waiter would only turn
- * into a burst of -ENOBUFS completions.
+ * Re-arms every waiting receiver once the pool has rearm_min buffers free.
+ * All of them, not only as many as the free buffers could serve: under
+ * pool pressure a receiver left waiting can be the one whose data would
+ * free the rest (an echo through the proxy deadlocked that way), so
+ * fairness beats the -ENOBUFS completions it costs.
  */
 static void rearm_waiters(struct sheaf_loop *l)
 {
-	uint32_t n = sheaf__pool_free(&l->pool) / l->rearm_min;
-
-	while (l->wait_head && n--) {
+	while (l->wait_head && sheaf__pool_free(&l->pool) >= l->rearm_min) {
 		struct sheaf_conn *c = l->wait_head;
 
 		l->wait_head = c->wait_next;

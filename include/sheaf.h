@@ -160,15 +160,50 @@ void *sheaf_conn_data(const struct sheaf_conn *c);
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data);
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
 
+/*
+ * Statistics of one loop (sheaf_loop_stats). Each field is named once, in
+ * the lists below; X(name) is applied to each, so users can generate code
+ * for every field (see struct sheaf_stats). Loops are independent: the
+ * totals of several are the sums of their fields, gauges included.
+ */
+/* Counters (uint64_t): events since the loop was created. */
+#define SHEAF_STATS_COUNTERS(X) \
+	X(accepted)        /* connections accepted */ \
+	X(rejected)        /* accepted, then closed at once (max_conns, stopping) */ \
+	X(connects)        /* outgoing connections started (sheaf_connect) */ \
+	X(connect_failed)  /* of those, failed or timed out */ \
+	X(closed)          /* connections closed, for any reason */ \
+	X(errors)          /* of those, by an error other than a reset or EPIPE */ \
+	X(bytes_in)        /* bytes received */ \
+	X(bytes_out)       /* bytes sent */ \
+	X(recv_cqes)       /* receive completions that carried data */ \
+	X(recv_bufs)       /* pool buffers they filled */ \
+	X(recv_rearms)     /* receives (re)armed */ \
+	X(recv_enobufs)    /* receives that found the pool empty (-ENOBUFS) */ \
+	X(send_sqes)       /* sends submitted */ \
+	X(send_cqes)       /* send completions */ \
+	X(send_bufs)       /* buffers fully sent (and freed) */ \
+	X(send_short)      /* sends that sent less than was handed to the kernel: \
+			      the rest was queued again */ \
+	X(pauses)          /* receivers paused: their peer's send queue was full */ \
+	X(bundle_mismatch) /* connections dropped: the kernel's buffer order \
+			      did not match ours */ \
+	X(idle_closed)     /* connections closed by idle_timeout_ms */
+/* Gauges (uint32_t): the state when sheaf_loop_stats is called. */
+#define SHEAF_STATS_GAUGES(X) \
+	X(pool_bufs)       /* buffers in the pool */ \
+	X(pool_free)       /* of those, free (pool_bufs when idle) */ \
+	X(conns)           /* open connections */ \
+	X(sendrings)       /* send buffer rings registered with the kernel */
+
+#define SHEAF__STATS_U64(name) uint64_t name;
+#define SHEAF__STATS_U32(name) uint32_t name;
 struct sheaf_stats {
-	uint64_t accepted, rejected, connects, connect_failed, closed, errors;
-	uint64_t bytes_in, bytes_out;
-	uint64_t recv_cqes, recv_bufs, recv_rearms, recv_enobufs;
-	uint64_t send_sqes, send_cqes, send_bufs;
-	uint64_t send_gathers;  /* bundle mode: sends gathered into sendmsg (socket full) */
-	uint64_t pauses, bundle_mismatch, send_resyncs, idle_closed;
-	uint32_t pool_bufs, pool_free, conns, sendrings;
+	SHEAF_STATS_COUNTERS(SHEAF__STATS_U64)
+	SHEAF_STATS_GAUGES(SHEAF__STATS_U32)
 };
+#undef SHEAF__STATS_U64
+#undef SHEAF__STATS_U32
 void sheaf_loop_stats(const struct sheaf_loop *loop, struct sheaf_stats *st);
 
 #ifdef __cplusplus

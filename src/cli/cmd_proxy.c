@@ -243,28 +243,26 @@ static void on_close(struct sheaf_conn *c, int err)
 		free(p);
 }
 
+static double ratio(uint64_t num, uint64_t den)
+{
+	return den ? (double)num / (double)den : 0.0;
+}
+
+/* One JSON line: every field of struct sheaf_stats under its own name, then
+ * the derived averages. */
 static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 {
-	printf("sheaf proxy: stats {\"io\":\"%s\",\"accepted\":%llu,\"rejected\":%llu,"
-	       "\"connect_failed\":%llu,\"errors\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-	       "\"recv_cqes\":%llu,\"recv_bufs\":%llu,\"bufs_per_recv\":%.2f,"
-	       "\"recv_rearms\":%llu,\"recv_enobufs\":%llu,\"send_sqes\":%llu,"
-	       "\"send_cqes\":%llu,\"send_bufs\":%llu,\"bufs_per_send\":%.2f,\"pauses\":%llu,"
-	       "\"bundle_mismatch\":%llu,\"send_resyncs\":%llu,\"send_gathers\":%llu,\"idle_closed\":%llu,\"pool_free\":%u,\"pool_bufs\":%u,\"send_rings\":%u}\n",
-	       sheaf_io_name(io), (unsigned long long)s->accepted,
-	       (unsigned long long)s->rejected, (unsigned long long)s->connect_failed,
-	       (unsigned long long)s->errors, (unsigned long long)s->bytes_in,
-	       (unsigned long long)s->bytes_out, (unsigned long long)s->recv_cqes,
-	       (unsigned long long)s->recv_bufs,
-	       s->recv_cqes ? (double)s->recv_bufs / (double)s->recv_cqes : 0.0,
-	       (unsigned long long)s->recv_rearms, (unsigned long long)s->recv_enobufs,
-	       (unsigned long long)s->send_sqes, (unsigned long long)s->send_cqes,
-	       (unsigned long long)s->send_bufs,
-	       s->send_cqes ? (double)s->send_bufs / (double)s->send_cqes : 0.0,
-	       (unsigned long long)s->pauses, (unsigned long long)s->bundle_mismatch,
-	       (unsigned long long)s->send_resyncs, (unsigned long long)s->send_gathers,
-	       (unsigned long long)s->idle_closed,
-	       s->pool_free, s->pool_bufs, s->sendrings);
+	flockfile(stdout);
+	printf("sheaf proxy: stats {\"io\":\"%s\"", sheaf_io_name(io));
+#define PRINT_U64(name) printf(",\"" #name "\":%llu", (unsigned long long)s->name);
+#define PRINT_U32(name) printf(",\"" #name "\":%u", (unsigned)s->name);
+	SHEAF_STATS_COUNTERS(PRINT_U64)
+	SHEAF_STATS_GAUGES(PRINT_U32)
+#undef PRINT_U64
+#undef PRINT_U32
+	printf(",\"bufs_per_recv\":%.2f,\"bufs_per_send\":%.2f}\n",
+	       ratio(s->recv_bufs, s->recv_cqes), ratio(s->send_bufs, s->send_cqes));
+	funlockfile(stdout);
 }
 
 /* One event loop per thread; connections never move between threads. */
@@ -287,19 +285,13 @@ static void *worker_main(void *arg)
 
 static void on_wake(int sig) { (void)sig; }
 
+/* Totals of several loops: every field summed, gauges included. */
 static void stats_add(struct sheaf_stats *t, const struct sheaf_stats *s)
 {
-	t->accepted += s->accepted, t->rejected += s->rejected, t->connects += s->connects;
-	t->connect_failed += s->connect_failed, t->closed += s->closed, t->errors += s->errors;
-	t->bytes_in += s->bytes_in, t->bytes_out += s->bytes_out;
-	t->recv_cqes += s->recv_cqes, t->recv_bufs += s->recv_bufs;
-	t->recv_rearms += s->recv_rearms, t->recv_enobufs += s->recv_enobufs;
-	t->send_sqes += s->send_sqes, t->send_cqes += s->send_cqes, t->send_bufs += s->send_bufs;
-	t->send_gathers += s->send_gathers, t->pauses += s->pauses;
-	t->bundle_mismatch += s->bundle_mismatch, t->send_resyncs += s->send_resyncs;
-	t->idle_closed += s->idle_closed;
-	t->pool_bufs += s->pool_bufs, t->pool_free += s->pool_free, t->conns += s->conns;
-	t->sendrings += s->sendrings;
+#define ADD(name) t->name += s->name;
+	SHEAF_STATS_COUNTERS(ADD)
+	SHEAF_STATS_GAUGES(ADD)
+#undef ADD
 }
 
 /* Creates the loops and their listeners; the first one picks the port. */

@@ -1,55 +1,91 @@
 /*
  * The epoll backend: the fallback when io_uring is missing (or for
- * comparison). Same pool, same connections, same callbacks; readiness
- * instead of completions. Level-triggered: interest follows the
- * connection's state (receiving, waiting to write, connecting).
+ * comparison). It plays the kernel's part on the same pools and reports
+ * the same events: a receive is one readv into the free buffers at the
+ * head of the connection's pool ring (mapped like a recv bundle), a send
+ * is one writev of the queue, and both complete with an event carrying the
+ * bytes. Level-triggered; interest follows what is in flight.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "backend.h"
 
-int sheaf__ep_init(struct sheaf_loop *l)
+#define EP_IOV 256
+#define EP_ROUNDS 8 /* rounds of queued events before waiting again (fairness) */
+
+/* c->io_mask: what is in flight, and what epoll has registered */
+enum { IOM_IN = 1, IOM_OUT = 2, IOM_CONN = 4, IOM_ADDED = 8, IOM_REG_IN = 16,
+       IOM_REG_OUT = 32 };
+
+struct ep {
+	int epfd;
+	struct sheaf__event *ev; /* completed, to be reported by the next wait */
+	uint32_t nev, cap;
+};
+
+static struct ep *ep_of(const struct sheaf_loop *l) { return l->be_state; }
+
+static uint64_t ud(const struct sheaf_conn *c, unsigned op)
 {
-	l->epfd = epoll_create1(EPOLL_CLOEXEC);
-	return l->epfd < 0 ? -errno : 0;
+	return sheaf__ud(op, c->slot, c->gen);
 }
 
-void sheaf__ep_update(struct sheaf_conn *c)
+/* The live connection an epoll event names (closed ones left the set). */
+static struct sheaf_conn *conn_of(struct sheaf_loop *l, uint64_t u)
+{
+	struct sheaf_conn *c = &l->conns[sheaf__ud_slot(u)];
+
+	return c->gen == sheaf__ud_gen(u) && c->state != SHEAF__FREE &&
+	       c->state != SHEAF__DEAD ? c : NULL;
+}
+
+static void post(struct sheaf_loop *l, uint64_t u, int res, uint32_t flags)
+{
+	struct ep *e = ep_of(l);
+
+	if (e->nev == e->cap) {
+		uint32_t cap = e->cap ? 2 * e->cap : 64;
+		struct sheaf__event *ev = realloc(e->ev, cap * sizeof(*ev));
+
+		if (!ev)
+			abort(); /* an event lost would leak a connection forever */
+		e->ev = ev;
+		e->cap = cap;
+	}
+	e->ev[e->nev++] = (struct sheaf__event){ u, res, flags };
+}
+
+/* Makes epoll's interest match what c has in flight. */
+static void interest(struct sheaf_conn *c)
 {
 	struct epoll_event ev = { 0 };
-	uint32_t want = 0;
+	uint32_t m = c->io_mask, reg = 0, want = 0;
+	int epfd = ep_of(c->loop)->epfd;
 
-	if (c->closing)
-		return; /* close() takes it out of the set */
-	if (c->connecting)
-		want = EPOLLOUT;
-	else
-		want = (c->recv_armed ? EPOLLIN : 0) | (c->ep_want_out ? EPOLLOUT : 0);
-	if (c->ep_added && want == c->ep_mask)
+	want = (m & IOM_IN ? EPOLLIN : 0) | (m & (IOM_OUT | IOM_CONN) ? EPOLLOUT : 0);
+	reg = (m & IOM_REG_IN ? EPOLLIN : 0) | (m & IOM_REG_OUT ? EPOLLOUT : 0);
+	if ((m & IOM_ADDED) && want == reg)
 		return;
+	c->io_mask &= ~(uint32_t)(IOM_ADDED | IOM_REG_IN | IOM_REG_OUT);
 	if (!want) {
 		/* out of the set: epoll reports HUP and ERR even with no
-		 * interest, and level-triggered that would spin while the
-		 * connection is paused or done */
-		if (c->ep_added)
-			epoll_ctl(c->loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-		c->ep_added = false;
-		c->ep_mask = 0;
+		 * interest, and level-triggered that would spin */
+		if (m & IOM_ADDED)
+			epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
 		return;
 	}
 	ev.events = want;
-	ev.data.u64 = sheaf__ud(SHEAF__OP_RECV, c->slot, c->gen);
-	if (!epoll_ctl(c->loop->epfd, c->ep_added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev)) {
-		c->ep_added = true;
-		c->ep_mask = want;
-	} else {
-		sheaf__conn_abort(c, -errno);
-	}
+	ev.data.u64 = ud(c, SHEAF__OP_RECV);
+	if (epoll_ctl(epfd, m & IOM_ADDED ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) == 0)
+		c->io_mask |= IOM_ADDED | (want & EPOLLIN ? IOM_REG_IN : 0) |
+			      (want & EPOLLOUT ? IOM_REG_OUT : 0);
 }
 
 static int set_nonblock(int fd)
@@ -59,174 +95,266 @@ static int set_nonblock(int fd)
 	return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) ? -errno : 0;
 }
 
-int sheaf__ep_listen(struct sheaf_loop *l, unsigned idx)
+static int ep_init(struct sheaf_loop *l)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
-	int fd = l->listen[idx].fd;
+	struct ep *e = calloc(1, sizeof(*e));
 
-	ev.data.u64 = sheaf__ud(SHEAF__OP_ACCEPT, idx, 0);
-	if (set_nonblock(fd) || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev))
+	if (!e)
+		return -ENOMEM;
+	e->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (e->epfd < 0) {
+		free(e);
 		return -errno;
-	l->listen[idx].armed = true;
+	}
+	l->be_state = e;
 	return 0;
 }
 
-void sheaf__ep_unlisten(struct sheaf_loop *l, unsigned idx)
+static void ep_fini(struct sheaf_loop *l)
 {
-	epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->listen[idx].fd, NULL);
-	l->listen[idx].armed = false;
+	struct ep *e = ep_of(l);
+
+	close(e->epfd);
+	free(e->ev);
+	free(e);
+	l->be_state = NULL;
 }
 
-int sheaf__ep_connect(struct sheaf_conn *c)
+static int ep_listen(struct sheaf_loop *l, unsigned i)
 {
-	struct sheaf_loop *l = c->loop;
+	struct epoll_event ev = { .events = EPOLLIN };
+	int fd = l->listen[i].fd;
 
+	ev.data.u64 = sheaf__ud(SHEAF__OP_ACCEPT, i, 0);
+	if (set_nonblock(fd) || epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_ADD, fd, &ev))
+		return -errno;
+	return 0;
+}
+
+static void ep_unlisten(struct sheaf_loop *l, unsigned i)
+{
+	epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_DEL, l->listen[i].fd, NULL);
+	l->listen[i].armed = false; /* nothing in flight to report it */
+}
+
+static int ep_connect(struct sheaf_conn *c)
+{
 	if (set_nonblock(c->fd))
 		return -errno;
 	if (connect(c->fd, (struct sockaddr *)&c->addr, c->addr_len) && errno != EINPROGRESS)
 		return -errno;
-	sheaf__ep_update(c); /* writable when connected (or failed) */
-	if (l->cfg.connect_timeout_ms) {
-		/* one timeout for all: the list stays in deadline order */
-		c->deadline = sheaf__now() + l->cfg.connect_timeout_ms / 1000.0;
-		c->cprev = l->connecting_tail;
-		if (c->cprev)
-			c->cprev->cnext = c;
-		else
-			l->connecting = c;
-		l->connecting_tail = c;
-	}
+	c->io_mask |= IOM_CONN; /* writable when connected (or failed) */
+	c->inflight++;
+	interest(c);
 	return 0;
 }
 
-/* c stopped connecting (done, failed or closed): off the deadline list. */
-void sheaf__ep_connect_done(struct sheaf_conn *c)
+static void ep_recv(struct sheaf_conn *c, uint32_t bufs)
+{
+	c->io_arg = bufs;
+	c->io_mask |= IOM_IN;
+	c->inflight++;
+	interest(c);
+}
+
+/* A receive in flight ends with -ECANCELED, like a cancelled SQE. */
+static void ep_recv_cancel(struct sheaf_conn *c)
+{
+	if (!(c->io_mask & IOM_IN))
+		return;
+	c->io_mask &= ~(uint32_t)IOM_IN;
+	post(c->loop, ud(c, SHEAF__OP_RECV), -ECANCELED, 0);
+	interest(c);
+}
+
+/* Writes what is queued; the bytes are reported as a send event. */
+static void write_queue(struct sheaf_conn *c)
+{
+	struct sheaf_loop *l = c->loop;
+	struct iovec iov[EP_IOV];
+	unsigned n = sheaf__sendq_take(l->pool, &c->q, iov, NULL, EP_IOV);
+	ssize_t w = writev(c->fd, iov, (int)n);
+
+	if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+		sheaf__sendq_unhand(&c->q);
+		c->io_mask |= IOM_OUT; /* again when writable */
+	} else {
+		c->io_mask &= ~(uint32_t)IOM_OUT;
+		post(l, ud(c, SHEAF__OP_SEND), w < 0 ? -errno : (int)w, 0);
+	}
+	interest(c);
+}
+
+static int ep_send(struct sheaf_conn *c)
+{
+	if (c->sends || c->q.out == c->q.count || c->state == SHEAF__DEAD)
+		return 0;
+	c->sends = 1;
+	c->inflight++;
+	c->loop->st.send_sqes++;
+	write_queue(c);
+	return 0;
+}
+
+static int ep_send_done(struct sheaf_conn *c, const struct sheaf__event *ev,
+			uint16_t *done, int *n)
+{
+	int ret = sheaf__sendq_done(c->loop->pool, &c->q, ev->res, true, done, n);
+
+	if (ret > 0)
+		c->loop->st.send_short++;
+	return ret < 0 ? ret : sheaf__send_retry(ev->res) ? 0 : ev->res;
+}
+
+/* Everything c has in flight ends with -ECANCELED. */
+static void ep_abort(struct sheaf_conn *c)
 {
 	struct sheaf_loop *l = c->loop;
 
-	if (!c->deadline)
+	if (c->io_mask & IOM_CONN)
+		post(l, ud(c, SHEAF__OP_CONNECT), -ECANCELED, 0);
+	if (c->io_mask & IOM_OUT)
+		post(l, ud(c, SHEAF__OP_SEND), -ECANCELED, 0);
+	ep_recv_cancel(c);
+	c->io_mask &= ~(uint32_t)(IOM_CONN | IOM_OUT);
+	interest(c);
+}
+
+static void ep_release(struct sheaf_conn *c) { c->io_mask = 0; }
+
+/* Reads into the free buffers at the head of c's pool, as the kernel would. */
+static void read_ready(struct sheaf_conn *c, struct sheaf__event *ev)
+{
+	struct sheaf__pool *p = &c->loop->pool[c->dir];
+	struct iovec iov[EP_IOV];
+	uint32_t n = (uint16_t)(p->published - p->head);
+	ssize_t r;
+
+	if (n > c->io_arg)
+		n = c->io_arg;
+	if (n > EP_IOV)
+		n = EP_IOV;
+	ev->ud = ud(c, SHEAF__OP_RECV);
+	if (!n) {
+		ev->res = -ENOBUFS;
 		return;
-	if (c->cprev)
-		c->cprev->cnext = c->cnext;
-	else
-		l->connecting = c->cnext;
-	if (c->cnext)
-		c->cnext->cprev = c->cprev;
-	else
-		l->connecting_tail = c->cprev;
-	c->cnext = c->cprev = NULL;
-	c->deadline = 0;
-}
-
-/* Connects past their deadline fail with -ETIMEDOUT. */
-void sheaf__ep_expire(struct sheaf_loop *l)
-{
-	double now = sheaf__now();
-
-	while (l->connecting && l->connecting->deadline <= now) {
-		struct sheaf_conn *c = l->connecting;
-
-		sheaf__ep_connect_done(c);
-		sheaf__handle_connect(c, -ETIMEDOUT);
 	}
-}
-
-/* Accepts until the backlog is empty (or the table is full). */
-static void ep_accept(struct sheaf_loop *l, unsigned idx)
-{
-	for (;;) {
-		int fd = accept4(l->listen[idx].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		struct sheaf_conn *c;
-
-		if (fd < 0 && (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED))
-			return;
-		if (fd < 0) {
-			/* out of descriptors or memory: the connection stays in
-			 * the backlog and level-triggered epoll would report it
-			 * again at once, so stop listening for a moment */
-			sheaf__ep_unlisten(l, idx);
-			l->listen[idx].armed = true;
-			l->listen[idx].retry_at = sheaf__now() + 0.05;
-			return;
-		}
-		c = l->stopping ? NULL : sheaf__conn_new(l, fd);
-		if (!c) {
-			close(fd);
-			l->st.rejected++;
-			continue;
-		}
-		l->st.accepted++;
-		if (l->cb.on_accept)
-			l->cb.on_accept(c, l->listen[idx].data);
+	for (uint32_t i = 0; i < n; i++) {
+		iov[i].iov_base = sheaf__pool_buf(p, p->shadow[(uint16_t)(p->head + i) & p->mask]);
+		iov[i].iov_len = p->buf_size;
 	}
+	r = readv(c->fd, iov, (int)n);
+	ev->res = r < 0 ? -errno : (int)r;
+	if (r > 0)
+		ev->flags = IORING_CQE_F_BUFFER |
+			    (uint32_t)p->shadow[p->head & p->mask] << IORING_CQE_BUFFER_SHIFT;
 }
 
-static void ep_conn_event(struct sheaf_loop *l, struct sheaf_conn *c, uint32_t events)
+static void conn_ready(struct sheaf_loop *l, struct sheaf_conn *c, uint32_t events,
+		       void (*fire)(struct sheaf_loop *, const struct sheaf__event *))
 {
-	if (c->connecting) {
+	struct sheaf__event ev = { 0 };
+	bool out = events & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+
+	if ((c->io_mask & IOM_CONN) && out) {
 		int err = 0;
 		socklen_t len = sizeof(err);
 
 		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-		sheaf__handle_connect(c, -err);
-		sheaf__ep_update(c);
+		c->io_mask &= ~(uint32_t)IOM_CONN;
+		interest(c);
+		fire(l, &(struct sheaf__event){ ud(c, SHEAF__OP_CONNECT), -err, 0 });
 		return;
 	}
-	if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && c->recv_armed)
-		sheaf__recv_ready(c);
-	if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && c->ep_want_out)
-		sheaf__send_ready(c);
-	sheaf__progress(c);
-}
-
-/* Milliseconds until the next listener retry or the drain's end; -1: none. */
-int sheaf__ep_timeout(struct sheaf_loop *l)
-{
-	double next = l->stopping ? l->drain_deadline : 0, now = sheaf__now();
-
-	if (l->connecting && (!next || l->connecting->deadline < next))
-		next = l->connecting->deadline;
-	if (l->next_sweep && (!next || l->next_sweep < next))
-		next = l->next_sweep;
-
-	for (unsigned i = 0; i < l->nlisten; i++)
-		if (l->listen[i].retry_at && (!next || l->listen[i].retry_at < next))
-			next = l->listen[i].retry_at;
-	if (!next)
-		return -1;
-	return next <= now ? 0 : (int)((next - now) * 1000) + 1;
-}
-
-static void ep_relisten(struct sheaf_loop *l)
-{
-	double now = sheaf__now();
-
-	for (unsigned i = 0; i < l->nlisten; i++) {
-		if (!l->listen[i].retry_at || now < l->listen[i].retry_at)
-			continue;
-		l->listen[i].retry_at = 0;
-		if (l->stopping || sheaf__ep_listen(l, i))
-			l->listen[i].armed = false;
+	if ((c->io_mask & IOM_OUT) && out)
+		write_queue(c);
+	if ((c->io_mask & IOM_IN) && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+		read_ready(c, &ev);
+		if (ev.res == -EAGAIN || ev.res == -EINTR)
+			return;
+		c->io_mask &= ~(uint32_t)IOM_IN;
+		fire(l, &ev); /* re-arms at once if it may go on: no epoll_ctl */
+		if (c->state != SHEAF__DEAD)
+			interest(c);
 	}
 }
 
-/* Waits for readiness (at most timeout_ms, -1 forever) and handles it. */
-int sheaf__ep_wait(struct sheaf_loop *l, int timeout_ms)
+/* Accepts until the backlog is empty; out of descriptors, stops listening
+ * (the loop listens again a little later). */
+static void accept_ready(struct sheaf_loop *l, unsigned i,
+			 void (*fire)(struct sheaf_loop *, const struct sheaf__event *))
+{
+	for (;;) {
+		int fd = accept4(l->listen[i].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		uint64_t u = sheaf__ud(SHEAF__OP_ACCEPT, i, 0);
+
+		if (fd < 0 && (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED))
+			return;
+		if (fd < 0) {
+			int err = -errno;
+
+			epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_DEL, l->listen[i].fd, NULL);
+			fire(l, &(struct sheaf__event){ u, err, 0 });
+			return;
+		}
+		fire(l, &(struct sheaf__event){ u, fd, IORING_CQE_F_MORE });
+	}
+}
+
+/* Reports queued events, a few rounds (they may queue more). */
+static void fire_queued(struct sheaf_loop *l,
+			void (*fire)(struct sheaf_loop *, const struct sheaf__event *))
+{
+	struct ep *e = ep_of(l);
+	struct sheaf__event ev[64];
+
+	for (int round = 0; round < EP_ROUNDS && e->nev; round++) {
+		uint32_t n = e->nev < 64 ? e->nev : 64;
+
+		memcpy(ev, e->ev, n * sizeof(*ev));
+		memmove(e->ev, e->ev + n, (e->nev - n) * sizeof(*ev));
+		e->nev -= n;
+		for (uint32_t i = 0; i < n; i++)
+			fire(l, &ev[i]);
+	}
+}
+
+static int ep_wait(struct sheaf_loop *l, int timeout_ms,
+		   void (*fire)(struct sheaf_loop *, const struct sheaf__event *))
 {
 	struct epoll_event ev[256];
-	int n = epoll_wait(l->epfd, ev, 256, timeout_ms);
+	int n;
 
+	fire_queued(l, fire);
+	n = epoll_wait(ep_of(l)->epfd, ev, 256, ep_of(l)->nev ? 0 : timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
-	ep_relisten(l);
 	for (int i = 0; i < n; i++) {
 		uint64_t u = ev[i].data.u64;
 		struct sheaf_conn *c;
 
 		if (sheaf__ud_op(u) == SHEAF__OP_ACCEPT)
-			ep_accept(l, sheaf__ud_slot(u));
-		else if ((c = sheaf__conn_lookup(l, u)))
-			ep_conn_event(l, c, ev[i].events);
+			accept_ready(l, sheaf__ud_slot(u), fire);
+		else if ((c = conn_of(l, u)))
+			conn_ready(l, c, ev[i].events, fire);
 	}
-	return n;
+	return 0;
 }
+
+static uint32_t ep_sendrings(const struct sheaf_loop *l) { return 0; }
+
+const struct sheaf__backend sheaf__epoll_backend = {
+	.init = ep_init,
+	.fini = ep_fini,
+	.listen = ep_listen,
+	.unlisten = ep_unlisten,
+	.connect = ep_connect,
+	.recv = ep_recv,
+	.recv_cancel = ep_recv_cancel,
+	.send = ep_send,
+	.send_done = ep_send_done,
+	.abort = ep_abort,
+	.release = ep_release,
+	.wait = ep_wait,
+	.sendrings = ep_sendrings,
+};

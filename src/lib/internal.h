@@ -1,7 +1,18 @@
-/* The contract between libsheaf's modules. Not installed. */
+/*
+ * The contract between libsheaf's modules. Not installed.
+ *
+ * Layers, each calling only the ones below it:
+ *   loop.c                 run, stop, timers, listeners, stats
+ *   conn.c                 connections: states, dispatch, forwarding,
+ *                          backpressure, close; the public conn API
+ *   recv.c                 the receive side: budget, arming, wait list, mapping
+ *   backend.h              the seam: uring.c + uring_send.c, or epoll.c
+ *   sendq.c pool.c bundle.c  plain data structures, no I/O
+ */
 #ifndef SHEAF_INTERNAL_H
 #define SHEAF_INTERNAL_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -10,7 +21,7 @@
 #include "sheaf.h"
 #include "compat.h"
 
-#define SHEAF__NIL 0xffffu /* end of a buffer queue (bids are < 32768) */
+#define SHEAF__NIL 0xffffu /* end of a buffer queue */
 
 /*
  * user_data layout: | op:8 | slot:24 | gen:32 |. `slot` indexes the loop's
@@ -23,8 +34,6 @@ enum sheaf__op {
 	SHEAF__OP_RECV,
 	SHEAF__OP_SEND,
 	SHEAF__OP_CANCEL,
-	SHEAF__OP_TIMEOUT,
-	SHEAF__OP_LINK_TIMEOUT, /* bounds a connect */
 };
 
 static inline uint64_t sheaf__ud(unsigned op, uint32_t slot, uint32_t gen)
@@ -34,6 +43,16 @@ static inline uint64_t sheaf__ud(unsigned op, uint32_t slot, uint32_t gen)
 static inline unsigned sheaf__ud_op(uint64_t ud) { return ud >> 56; }
 static inline uint32_t sheaf__ud_slot(uint64_t ud) { return (ud >> 32) & 0xffffff; }
 static inline uint32_t sheaf__ud_gen(uint64_t ud) { return (uint32_t)ud; }
+
+/*
+ * A completion as both backends report it: io_uring's CQE fields, and the
+ * epoll backend plays the kernel's part with the same meaning.
+ */
+struct sheaf__event {
+	uint64_t ud;
+	int32_t res;
+	uint32_t flags; /* IORING_CQE_F_BUFFER | F_MORE, buffer id << 16 */
+};
 
 /*
  * A provided-buffer pool: nbufs buffers of buf_size bytes in one mmap'd
@@ -55,7 +74,6 @@ struct sheaf__pool {
 	struct io_uring_buf_ring *br;
 	size_t br_len;
 	uint16_t bgid;
-	bool registered;
 	uint16_t head;
 	uint16_t tail;
 	uint16_t published;
@@ -66,9 +84,9 @@ struct sheaf__pool {
 	uint64_t mismatches;
 };
 
-int sheaf__pool_init(struct sheaf__pool *p, struct io_uring *ring,
-		     uint32_t buf_size, uint32_t nbufs, uint16_t bgid);
-void sheaf__pool_fini(struct sheaf__pool *p, struct io_uring *ring);
+int sheaf__pool_init(struct sheaf__pool *p, uint32_t buf_size, uint32_t nbufs,
+		     uint16_t bgid);
+void sheaf__pool_fini(struct sheaf__pool *p);
 void sheaf__pool_put(struct sheaf__pool *p, uint16_t bid);
 void sheaf__pool_flush(struct sheaf__pool *p);
 static inline uint32_t sheaf__pool_free(const struct sheaf__pool *p)
@@ -83,7 +101,6 @@ static inline uint8_t *sheaf__pool_buf(const struct sheaf__pool *p, uint16_t bid
 struct io_uring_buf_ring *sheaf__ring_alloc(uint32_t entries, size_t *len);
 int sheaf__ring_register(struct io_uring *ring, struct io_uring_buf_ring *br,
 			 uint32_t entries, uint16_t bgid, unsigned flags);
-int sheaf__ring_head(struct io_uring *ring, uint16_t bgid, uint16_t *head);
 
 /*
  * Maps a receive completion (first buffer id, bytes) to the buffers it
@@ -97,59 +114,136 @@ int sheaf__bundle_map(struct sheaf__pool *p, uint16_t first_bid, uint32_t res,
 /* After a mismatch: move head to the position holding first_bid, if any. */
 int sheaf__bundle_resync(struct sheaf__pool *p, uint16_t first_bid);
 
-/* A sendmsg of queued buffers: the kernel reads both at issue time. */
-#define SHEAF__GATHER_MAX 256
-struct sheaf__gather {
-	struct msghdr mh;
-	struct iovec iov[SHEAF__GATHER_MAX];
+/*
+ * Buffers as the rest of the library names them. A loop has two pools, one
+ * per direction (see sheaf__dir): a global id carries the pool in bit 15
+ * and the pool's own id below it, so one queue may hold buffers of both.
+ */
+#define SHEAF__DIRS 2
+#define SHEAF__GID(dir, bid) ((uint16_t)((dir) << 15 | (bid)))
+#define SHEAF__GID_DIR(g) ((g) >> 15)
+#define SHEAF__GID_BID(g) ((uint16_t)((g) & 0x7fff))
+
+static inline uint8_t *sheaf__buf(struct sheaf__pool *pools, uint16_t g)
+{
+	return sheaf__pool_buf(&pools[SHEAF__GID_DIR(g)], SHEAF__GID_BID(g));
+}
+static inline uint32_t *sheaf__buf_len(struct sheaf__pool *pools, uint16_t g)
+{
+	return &pools[SHEAF__GID_DIR(g)].len[SHEAF__GID_BID(g)];
+}
+static inline uint16_t *sheaf__buf_next(struct sheaf__pool *pools, uint16_t g)
+{
+	return &pools[SHEAF__GID_DIR(g)].next[SHEAF__GID_BID(g)];
+}
+static inline void sheaf__buf_put(struct sheaf__pool *pools, uint16_t g)
+{
+	sheaf__pool_put(&pools[SHEAF__GID_DIR(g)], SHEAF__GID_BID(g));
+}
+
+/*
+ * A send queue: buffers (global ids) linked through the pools' next[],
+ * oldest first. The first `out` of them are with the kernel (in a send
+ * ring, an SQE or a writev); `off` bytes of the oldest were sent already.
+ * sendq.c is plain bookkeeping: the backends decide how buffers go out.
+ */
+struct sheaf__sendq {
+	uint16_t head, tail, push; /* push: the first buffer not handed out */
+	uint32_t count, out;
+	uint32_t off;
+	uint64_t bytes;            /* unsent bytes queued */
 };
 
-/* A send ring: a window of one connection's queue the kernel sends from. */
-struct sheaf__sring {
-	struct io_uring_buf_ring *br;
-	size_t len;
-	uint16_t bgid;
-	uint16_t head; /* entries the completions so far consumed */
-	uint16_t tail; /* entries published */
-	struct sheaf__sring *next; /* free list */
-};
+void sheaf__sendq_init(struct sheaf__sendq *q);
+void sheaf__sendq_append(struct sheaf__pool *pools, struct sheaf__sendq *q, uint16_t g);
+/* Takes the oldest buffer off (sent or dropped); returns it for the pool. */
+uint16_t sheaf__sendq_pop(struct sheaf__pool *pools, struct sheaf__sendq *q);
+/* Hands out up to max buffers not yet handed out: their data (the oldest
+ * from `off`) in iov[] and ids in gids[] (either may be NULL). */
+unsigned sheaf__sendq_take(struct sheaf__pool *pools, struct sheaf__sendq *q,
+			   struct iovec *iov, uint16_t *gids, unsigned max);
+/* Bytes of the buffers handed out. */
+uint64_t sheaf__sendq_out_bytes(struct sheaf__pool *pools, const struct sheaf__sendq *q);
+/*
+ * `bytes` of what was handed out went on the wire: retires the buffers they
+ * cover (into done[], for the caller to give back) and keeps the offset
+ * into a partly sent one. Returns the count retired, or -EPROTO when more
+ * bytes were reported than were handed out.
+ */
+int sheaf__sendq_sent(struct sheaf__pool *pools, struct sheaf__sendq *q,
+		      uint64_t bytes, uint16_t *done);
+/* Whatever is still handed out was not sent: it goes out again later. */
+void sheaf__sendq_unhand(struct sheaf__sendq *q);
+int sheaf__sendq_done(struct sheaf__pool *pools, struct sheaf__sendq *q, int res,
+		      bool last, uint16_t *done, int *n);
+/* Send errors after which the rest is simply sent again. */
+static inline bool sheaf__send_retry(int res)
+{
+	return res >= 0 || res == -ECANCELED || res == -EINTR || res == -EAGAIN;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+/*
+ * A connection's life (c->state), every transition:
+ *   FREE -> CONNECTING  sheaf_connect
+ *   FREE -> OPEN        accepted
+ *   CONNECTING -> OPEN  connected
+ *   OPEN -> CLOSING     sheaf_conn_close, or the peer of a linked pair went:
+ *                       no more receiving; the queue is still sent
+ *   CONNECTING, OPEN, CLOSING -> DEAD
+ *                       sheaf__conn_abort: an error, or done (CLOSING with an
+ *                       empty queue, or both directions of a pair finished);
+ *                       everything in flight is cancelled
+ *   DEAD -> FREE        once nothing is in flight, at the end of the batch
+ *
+ * The receive side (c->rx), only while OPEN:
+ *   IDLE     not started, or between a completion and the next decision
+ *   ARMED    a receive is in flight (epoll: interest in EPOLLIN)
+ *   PAUSED   its budget is used: what it received waits in a queue
+ *            (c->peer's, or c->paused_by's) -> recv_arm when that drains
+ *   WAITING  its pool had too few free buffers: on the loop's wait list
+ *   DONE     EOF, or receiving stopped for good
+ * The send side (c->tx): OPEN, then SHUT_PENDING (the sender feeding it
+ * finished: half-close once the queue is empty), then SHUT.
+ */
+enum sheaf__state { SHEAF__FREE, SHEAF__CONNECTING, SHEAF__OPEN, SHEAF__CLOSING, SHEAF__DEAD };
+enum sheaf__rx { SHEAF__RX_IDLE, SHEAF__RX_ARMED, SHEAF__RX_PAUSED, SHEAF__RX_WAITING,
+		 SHEAF__RX_DONE };
+enum sheaf__tx { SHEAF__TX_OPEN, SHEAF__TX_SHUT_PENDING, SHEAF__TX_SHUT };
 
 struct sheaf_conn {
 	struct sheaf_loop *loop;
 	void *data;
 	int fd;
 	uint32_t slot, gen;
-	bool in_use, started, connecting;
+	uint8_t state, rx, tx;
+	uint8_t dir;                   /* which pool it receives into */
+	bool started;
+	bool reaping;                  /* on the loop's reap list */
 	struct sheaf_conn *peer;       /* linked: what we receive goes there */
 	struct sheaf_conn *paused_src; /* the sender we paused (queue full) */
 	struct sheaf_conn *paused_by;  /* whose full queue paused us */
-	struct sheaf_conn *wait_next;  /* waiting for pool buffers */
-	bool waiting;
-	/* receive side */
-	bool recv_armed, paused, rd_eof;
-	/* send queue: bids linked through pool.next, oldest first */
-	uint16_t q_head, q_tail, q_push; /* q_push: first bid not handed out */
-	uint32_t q_count, q_out;         /* q_out: handed to the kernel */
-	uint32_t q_off;                  /* bytes of q_head already sent */
-	uint64_t q_bytes;
-	unsigned sends;                  /* send SQEs in flight */
-	bool gathering;                  /* bundle mode: the send in flight is a sendmsg */
-	uint16_t bundle_n;               /* buffers published for the bundle in flight */
-	/* epoll backend: what is registered, and whether a write must wait */
-	bool ep_added, ep_want_out;
-	uint32_t ep_mask;
-	struct sheaf__sring *sring;
-	struct sheaf__gather *gather;    /* sendmsg: header and iovecs, lazily */
-	bool shut_pending, wr_shut, want_close, closing, reaping;
-	struct sheaf_conn *reap_next;
-	unsigned inflight;               /* SQEs still to complete */
+	struct sheaf_conn *wait_next;  /* on the wait list */
+	struct sheaf_conn *reap_next;  /* on the reap list */
+	struct sheaf_conn *dnext, *dprev; /* on the connect deadline list */
+	struct sheaf__sendq q;
+	unsigned sends;                /* send SQEs in flight */
+	unsigned inflight;             /* SQEs of any kind in flight */
+	void *io;                      /* the backend's per-connection state */
+	uint32_t io_mask;              /* the backend's per-connection flags */
+	uint32_t io_arg;               /* the backend's: buffers the receive may take */
 	int err;
-	struct sheaf_conn *cnext, *cprev; /* epoll: connecting, oldest first */
-	double deadline;                 /* epoll: connect gives up then */
-	double active;                   /* when a byte last moved (idle timeout) */
-	struct sockaddr_storage addr;    /* connect target, until submitted */
+	double deadline;               /* connect gives up then */
+	double active;                 /* when a byte last moved (idle timeout) */
+	struct sockaddr_storage addr;  /* connect target */
 	socklen_t addr_len;
 };
+
+/* The pool a connection receives into: accepted connections use one,
+ * connections the loop made the other (why: docs/POOL.md). */
+#define SHEAF__DIR_IN 0
+#define SHEAF__DIR_OUT 1
 
 #define SHEAF__MAX_LISTEN 8
 
@@ -157,28 +251,30 @@ struct sheaf__listener {
 	int fd;
 	bool armed;
 	void *data;
-	double retry_at; /* epoll backend: re-listen then (out of fds), or 0 */
+	double retry_at; /* re-listen then (out of descriptors), or 0 */
 };
 
+struct sheaf__backend;
+
 struct sheaf_loop {
-	struct io_uring ring;
+	const struct sheaf__backend *be;
+	void *be_state;              /* the backend's, behind one pointer */
 	struct sheaf_loop_config cfg;
 	struct sheaf_callbacks cb;
 	void *data;
-	struct sheaf__pool pool;
+	struct sheaf__pool pool[SHEAF__DIRS];
+	unsigned armed[SHEAF__DIRS]; /* receives in flight per pool */
 	bool recv_bundle;            /* cleared if the mapping guard trips */
-	bool enabled;                /* the ring was enabled by the running thread */
+	bool enabled;                /* sheaf_loop_run started */
 	struct sheaf_conn *conns;
 	uint32_t *free_slots, nfree, nconns;
 	struct sheaf__listener listen[SHEAF__MAX_LISTEN];
 	unsigned nlisten;
-	struct sheaf__sring *sring_free;
-	uint32_t sring_entries, nsrings;
-	uint16_t next_bgid;
 	struct sheaf_conn *wait_head, *wait_tail;
 	struct sheaf_conn *reap;     /* closed, to be freed after this batch */
-	uint32_t rearm_min;          /* free buffers needed to re-arm a recv */
-	uint64_t queue_high, queue_low;
+	struct sheaf_conn *dl_head, *dl_tail; /* connects, by deadline */
+	uint32_t rearm_min;          /* free buffers that re-arm every waiter */
+	uint32_t hold_max;           /* buffers one queue may hold (docs/POOL.md) */
 	uint16_t *bids;              /* scratch: buffers of one completion */
 	struct iovec *iov;           /* scratch: the bundle view */
 	struct sheaf_conn *cur_src;  /* on_data in progress: its connection */
@@ -186,52 +282,29 @@ struct sheaf_loop {
 	bool cur_forwarded;
 	atomic_int stop_req, break_req; /* set by signal handlers, other threads */
 	bool stopping;
-	unsigned drain_timer;        /* timeouts in flight */
-	struct __kernel_timespec drain_ts, retry_ts, connect_ts;
-	struct sheaf_conn *connecting;  /* epoll: connects in flight, oldest first */
-	struct sheaf_conn *connecting_tail;
-	int epfd;                    /* epoll backend, else -1 */
-	double drain_deadline;       /* epoll backend: end of the stop drain */
-	double now;                  /* the clock at this loop iteration */
-	double next_sweep;           /* epoll backend: next idle sweep */
-	struct __kernel_timespec sweep_ts;
+	double now;                  /* the clock at this turn */
+	double drain_deadline;       /* end of the stop drain, or 0 */
+	double next_sweep;           /* next idle sweep, or 0 */
 	struct sheaf_stats st;
 };
 
-struct io_uring_sqe *sheaf__sqe(struct sheaf_loop *l);
-struct sheaf_conn *sheaf__conn_new(struct sheaf_loop *l, int fd);
-/* The live connection a user_data names, or NULL (closed, reused slot). */
-struct sheaf_conn *sheaf__conn_lookup(struct sheaf_loop *l, uint64_t u);
+double sheaf__now(void); /* CLOCK_MONOTONIC seconds */
+
+/* conn.c, for loop.c */
+struct sheaf_conn *sheaf__conn_new(struct sheaf_loop *l, int fd, unsigned dir);
+struct sheaf_conn *sheaf__conn_lookup(struct sheaf_loop *l, uint64_t ud);
+void sheaf__conn_event(struct sheaf_loop *l, const struct sheaf__event *ev);
+void sheaf__conn_connected(struct sheaf_conn *c, int res);
 void sheaf__conn_abort(struct sheaf_conn *c, int err);
-void sheaf__handle_recv(struct sheaf_loop *l, struct io_uring_cqe *cqe);
-void sheaf__handle_send(struct sheaf_conn *c, struct io_uring_cqe *cqe);
-void sheaf__handle_connect(struct sheaf_conn *c, int res);
-void sheaf__handle_cancel(struct sheaf_conn *c);
-void sheaf__recv_arm(struct sheaf_conn *c);
-void sheaf__progress(struct sheaf_conn *c);
 void sheaf__reap(struct sheaf_loop *l);
 void sheaf__idle_sweep(struct sheaf_loop *l);
-void sheaf__sring_destroy(struct sheaf_loop *l, struct sheaf__sring *sr);
 
-/*
- * The epoll backend (SHEAF_IO_EPOLL, no io_uring): the loop plays the
- * kernel's part on the same pool, reading with readv into the buffers at
- * the ring's head and mapping the bytes with sheaf__bundle_map, and writes
- * queued buffers with writev. conn.c does the reading and writing; epoll.c
- * registers interest and dispatches readiness.
- */
-int sheaf__ep_init(struct sheaf_loop *l);
-double sheaf__now(void); /* CLOCK_MONOTONIC seconds */
-void sheaf__ep_update(struct sheaf_conn *c);
-int sheaf__ep_listen(struct sheaf_loop *l, unsigned idx);
-void sheaf__ep_unlisten(struct sheaf_loop *l, unsigned idx);
-int sheaf__ep_connect(struct sheaf_conn *c);
-int sheaf__ep_wait(struct sheaf_loop *l, int timeout_ms);
-int sheaf__ep_timeout(struct sheaf_loop *l);
-void sheaf__ep_connect_done(struct sheaf_conn *c);
-void sheaf__ep_expire(struct sheaf_loop *l);
-void sheaf__recv_ready(struct sheaf_conn *c);
-void sheaf__send_ready(struct sheaf_conn *c);
+/* recv.c, for conn.c and loop.c */
+void sheaf__recv_arm(struct sheaf_conn *c);
+void sheaf__recv_stop(struct sheaf_conn *c);
+void sheaf__recv_forget(struct sheaf_conn *c);
+int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__event *ev);
+void sheaf__recv_rearm_waiters(struct sheaf_loop *l);
 
 /* Kernel release triple parsing, shared by the probe and its tests. */
 int sheaf__kernel_version(const char *release, int *maj, int *min, int *patch);

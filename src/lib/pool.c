@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -36,22 +35,6 @@ int sheaf__ring_register(struct io_uring *ring, struct io_uring_buf_ring *br,
 	return io_uring_register_buf_ring(ring, &reg, 0);
 }
 
-/* The kernel's head of a buffer ring: what it has consumed so far. */
-int sheaf__ring_head(struct io_uring *ring, uint16_t bgid, uint16_t *head)
-{
-	struct sheaf_buf_status st;
-	int ret;
-
-	memset(&st, 0, sizeof(st));
-	st.buf_group = bgid;
-	ret = (int)syscall(__NR_io_uring_register, ring->ring_fd,
-			   SHEAF_REGISTER_PBUF_STATUS, &st, 1);
-	if (ret < 0)
-		return -errno;
-	*head = (uint16_t)st.head;
-	return 0;
-}
-
 static int pool_alloc_arrays(struct sheaf__pool *p)
 {
 	p->shadow = calloc(p->nbufs, sizeof(*p->shadow));
@@ -63,11 +46,12 @@ static int pool_alloc_arrays(struct sheaf__pool *p)
 }
 
 /*
- * A NULL ring builds the pool without registering it: the unit tests play
- * the kernel's part on the same memory.
+ * Builds the pool with every buffer published in its ring; registering the
+ * ring with io_uring is the backend's part (the epoll backend and the unit
+ * tests play the kernel on the same memory).
  */
-int sheaf__pool_init(struct sheaf__pool *p, struct io_uring *ring,
-		     uint32_t buf_size, uint32_t nbufs, uint16_t bgid)
+int sheaf__pool_init(struct sheaf__pool *p, uint32_t buf_size, uint32_t nbufs,
+		     uint16_t bgid)
 {
 	int ret;
 
@@ -88,12 +72,8 @@ int sheaf__pool_init(struct sheaf__pool *p, struct io_uring *ring,
 	}
 	p->br = sheaf__ring_alloc(nbufs, &p->br_len);
 	ret = p->br ? pool_alloc_arrays(p) : -ENOMEM;
-	if (!ret && ring) {
-		ret = sheaf__ring_register(ring, p->br, nbufs, bgid, 0);
-		p->registered = ret == 0;
-	}
 	if (ret) {
-		sheaf__pool_fini(p, ring);
+		sheaf__pool_fini(p);
 		return ret;
 	}
 	p->held = nbufs;
@@ -103,10 +83,8 @@ int sheaf__pool_init(struct sheaf__pool *p, struct io_uring *ring,
 	return 0;
 }
 
-void sheaf__pool_fini(struct sheaf__pool *p, struct io_uring *ring)
+void sheaf__pool_fini(struct sheaf__pool *p)
 {
-	if (p->registered && ring)
-		io_uring_unregister_buf_ring(ring, p->bgid);
 	if (p->br)
 		munmap(p->br, p->br_len);
 	if (p->mem)

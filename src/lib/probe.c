@@ -109,7 +109,9 @@ static int trial_bundles(struct io_uring *ring, struct sheaf_probe *p)
 		for (int i = 0; i < 4; i++)
 			io_uring_buf_ring_add(tx, out[i], 2, (uint16_t)i, 3, i);
 		io_uring_buf_ring_advance(tx, 4);
-		ret = sheaf__pool_init(&rx, ring, 2, 8, 1);
+		ret = sheaf__pool_init(&rx, 2, 8, 1);
+		if (!ret && (ret = sheaf__ring_register(ring, rx.br, 8, 1, 0)))
+			sheaf__pool_fini(&rx);
 	}
 	if (!ret) {
 		trial_submit(ring, sv[0], sv[1]);
@@ -118,7 +120,8 @@ static int trial_bundles(struct io_uring *ring, struct sheaf_probe *p)
 		p->recv_bundle = got == 8;
 		shutdown(sv[0], SHUT_WR); /* EOF ends the multishot recv */
 		trial_reap(ring, &sent, &got, true);
-		sheaf__pool_fini(&rx, ring);
+		io_uring_unregister_buf_ring(ring, 1);
+		sheaf__pool_fini(&rx);
 	}
 	if (tx) {
 		io_uring_unregister_buf_ring(ring, 2);

@@ -52,22 +52,22 @@ static void pool_starts_full(void **state)
 {
 	struct sheaf__pool p;
 
-	assert_int_equal(sheaf__pool_init(&p, NULL, 32, 64, 0), 0);
+	assert_int_equal(sheaf__pool_init(&p, 32, 64, 0), 0);
 	assert_int_equal(sheaf__pool_free(&p), 64);
 	assert_int_equal(p.br->tail, 64);
 	for (uint32_t i = 0; i < 64; i++)
 		assert_int_equal(p.br->bufs[i].bid, i);
-	sheaf__pool_fini(&p, NULL);
+	sheaf__pool_fini(&p);
 }
 
 static void pool_rejects_bad_sizes(void **state)
 {
 	struct sheaf__pool p;
 
-	assert_int_equal(sheaf__pool_init(&p, NULL, 0, 64, 0), -EINVAL);
-	assert_int_equal(sheaf__pool_init(&p, NULL, 32, 48, 0), -EINVAL);
-	assert_int_equal(sheaf__pool_init(&p, NULL, 32, 65536, 0), -EINVAL);
-	assert_int_equal(sheaf__pool_init(&p, NULL, SHEAF_MAX_BUF_SIZE + 1, 4, 0), -EINVAL);
+	assert_int_equal(sheaf__pool_init(&p, 0, 64, 0), -EINVAL);
+	assert_int_equal(sheaf__pool_init(&p, 32, 48, 0), -EINVAL);
+	assert_int_equal(sheaf__pool_init(&p, 32, 65536, 0), -EINVAL);
+	assert_int_equal(sheaf__pool_init(&p, SHEAF_MAX_BUF_SIZE + 1, 4, 0), -EINVAL);
 }
 
 /* put() is invisible to the kernel until flush(), which publishes at once. */
@@ -78,7 +78,7 @@ static void put_then_flush_publishes(void **state)
 	uint16_t bid, used[256];
 	uint32_t res;
 
-	assert_int_equal(sheaf__pool_init(&p, NULL, 16, 8, 0), 0);
+	assert_int_equal(sheaf__pool_init(&p, 16, 8, 0), 0);
 	assert_int_equal(kernel_recv(&k, &p, 16 * 8, true, &bid, &res, used), 8);
 	assert_int_equal(sheaf__bundle_map(&p, bid, res, true, used), 8);
 	assert_int_equal(sheaf__pool_free(&p), 0);
@@ -90,7 +90,7 @@ static void put_then_flush_publishes(void **state)
 	assert_int_equal(kernel_recv(&k, &p, 20, true, &bid, &res, used), 2);
 	assert_int_equal(bid, 5);
 	assert_int_equal(used[1], 2);
-	sheaf__pool_fini(&p, NULL);
+	sheaf__pool_fini(&p);
 }
 
 /* A bundle of res bytes maps to ceil(res/size) buffers: full, then partial. */
@@ -101,7 +101,7 @@ static void bundle_lengths(void **state)
 	uint16_t bid, used[256], bids[256];
 	uint32_t res;
 
-	assert_int_equal(sheaf__pool_init(&p, NULL, 32, 16, 0), 0);
+	assert_int_equal(sheaf__pool_init(&p, 32, 16, 0), 0);
 	assert_int_equal(kernel_recv(&k, &p, 80, true, &bid, &res, used), 3);
 	assert_int_equal(res, 80);
 	assert_int_equal(sheaf__bundle_map(&p, bid, res, true, bids), 3);
@@ -109,7 +109,7 @@ static void bundle_lengths(void **state)
 	assert_int_equal(p.len[bids[1]], 32);
 	assert_int_equal(p.len[bids[2]], 16);
 	assert_int_equal(sheaf__pool_free(&p), 13);
-	sheaf__pool_fini(&p, NULL);
+	sheaf__pool_fini(&p);
 }
 
 /* A completion whose first id is not at the expected head is refused. */
@@ -120,7 +120,7 @@ static void mismatch_is_caught(void **state)
 	uint16_t bid, used[256], bids[256];
 	uint32_t res;
 
-	assert_int_equal(sheaf__pool_init(&p, NULL, 32, 16, 0), 0);
+	assert_int_equal(sheaf__pool_init(&p, 32, 16, 0), 0);
 	k.head = 1; /* the kernel skipped an entry we did not see consumed */
 	assert_int_equal(kernel_recv(&k, &p, 32, true, &bid, &res, used), 1);
 	assert_int_equal(sheaf__bundle_map(&p, bid, res, true, bids), -EPROTO);
@@ -128,7 +128,7 @@ static void mismatch_is_caught(void **state)
 	assert_int_equal(sheaf__pool_free(&p), 16); /* nothing taken */
 	assert_int_equal(sheaf__bundle_resync(&p, bid), 1);
 	assert_int_equal(sheaf__bundle_map(&p, bid, res, true, bids), 1);
-	sheaf__pool_fini(&p, NULL);
+	sheaf__pool_fini(&p);
 }
 
 /*
@@ -150,7 +150,7 @@ static void randomized_model(void **state)
 		bool bundle = seed % 3 != 0;
 
 		srand(seed);
-		assert_int_equal(sheaf__pool_init(&p, NULL, size, nbufs, 0), 0);
+		assert_int_equal(sheaf__pool_init(&p, size, nbufs, 0), 0);
 		for (unsigned step = 0; step < 20000; step++) {
 			uint16_t bid, used[256], bids[256];
 			uint32_t res, want = 1 + (uint32_t)rand() % (size * 40);
@@ -190,7 +190,7 @@ static void randomized_model(void **state)
 		assert_int_equal(sheaf__pool_free(&p), nbufs);
 		assert_int_equal(p.mismatches, 0);
 		assert_int_equal(k.head, p.head);
-		sheaf__pool_fini(&p, NULL);
+		sheaf__pool_fini(&p);
 		free(held);
 	}
 }

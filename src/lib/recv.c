@@ -1,0 +1,167 @@
+/*
+ * The receive side: how much a connection may receive (its budget), when a
+ * receive is armed, the wait list of connections whose pool ran low, and
+ * mapping a receive completion back to pool buffers.
+ *
+ * Why budgets (docs/POOL.md): buffers a connection received stay out of the
+ * pool until the connection they were forwarded to has sent them. A
+ * connection may hold at most hold_max of them, and every receive is armed
+ * for at most what is left of that, so a peer that stops reading ties up
+ * hold_max buffers and no more; the rest of its stream waits in the
+ * kernel's socket buffers.
+ */
+#include <errno.h>
+
+#include "backend.h"
+
+/* Where what c receives is queued: the buffers there count against c. */
+static struct sheaf_conn *sink_of(const struct sheaf_conn *c)
+{
+	return c->peer ? c->peer : c->paused_by;
+}
+
+static uint32_t budget(const struct sheaf_conn *c)
+{
+	const struct sheaf_conn *to = sink_of(c);
+	uint32_t held = to ? to->q.count : 0, max = c->loop->hold_max;
+
+	return held >= max ? 0 : max - held;
+}
+
+static void wait_add(struct sheaf_conn *c)
+{
+	struct sheaf_loop *l = c->loop;
+
+	c->rx = SHEAF__RX_WAITING;
+	c->wait_next = NULL;
+	if (l->wait_tail)
+		l->wait_tail->wait_next = c;
+	else
+		l->wait_head = c;
+	l->wait_tail = c;
+}
+
+static void wait_remove(struct sheaf_conn *c)
+{
+	struct sheaf_loop *l = c->loop;
+	struct sheaf_conn **pp = &l->wait_head, *prev = NULL;
+
+	while (*pp && *pp != c) {
+		prev = *pp;
+		pp = &(*pp)->wait_next;
+	}
+	if (*pp)
+		*pp = c->wait_next;
+	if (l->wait_tail == c)
+		l->wait_tail = prev;
+}
+
+/*
+ * Pauses c while its budget is too small to be worth a receive: until the
+ * queue holding its data drains to half (sheaf__conn_sent releases it).
+ */
+static bool pause_if_full(struct sheaf_conn *c, bool was_paused)
+{
+	struct sheaf_conn *to = sink_of(c);
+	uint32_t min = c->loop->hold_max / 4 ? c->loop->hold_max / 4 : 1;
+
+	if (budget(c) >= min)
+		return false;
+	if (!c->paused_by) {
+		if (to->paused_src)
+			return false; /* a queue releases one sender: fan-in is not capped */
+		c->paused_by = to;
+		to->paused_src = c;
+	}
+	if (!was_paused)
+		c->loop->st.pauses++;
+	c->rx = SHEAF__RX_PAUSED;
+	return true;
+}
+
+/*
+ * Arms one receive on c unless it is armed, paused, done or its pool is too
+ * low; a pool with fewer than rearm_min free buffers serves only one
+ * receive at a time, so many connections do not race for a few buffers
+ * (each loser would cost an -ENOBUFS completion).
+ */
+void sheaf__recv_arm(struct sheaf_conn *c)
+{
+	struct sheaf_loop *l = c->loop;
+	uint32_t free = sheaf__pool_free(&l->pool[c->dir]);
+	bool was_paused = c->rx == SHEAF__RX_PAUSED;
+
+	if (c->state != SHEAF__OPEN || !c->started ||
+	    (c->rx != SHEAF__RX_IDLE && !was_paused))
+		return;
+	c->rx = SHEAF__RX_IDLE;
+	if (pause_if_full(c, was_paused))
+		return;
+	if (!free || (free < l->rearm_min && l->armed[c->dir])) {
+		wait_add(c);
+		return;
+	}
+	c->rx = SHEAF__RX_ARMED;
+	l->armed[c->dir]++;
+	l->st.recv_rearms++;
+	l->be->recv(c, budget(c));
+}
+
+/* c stops receiving (closing): cancel what is in flight. */
+void sheaf__recv_stop(struct sheaf_conn *c)
+{
+	if (c->rx == SHEAF__RX_ARMED)
+		c->loop->be->recv_cancel(c);
+	sheaf__recv_forget(c);
+}
+
+/* c will not receive again; the event of a receive in flight still comes. */
+void sheaf__recv_forget(struct sheaf_conn *c)
+{
+	if (c->rx == SHEAF__RX_WAITING)
+		wait_remove(c);
+	if (c->rx != SHEAF__RX_ARMED)
+		c->rx = SHEAF__RX_DONE;
+}
+
+/*
+ * Re-arms waiting receivers: all of them once their pool has rearm_min free
+ * buffers (a receiver left waiting can be the one whose data would free the
+ * rest), else one at a time while nothing else receives into that pool, so
+ * that a pool stalled peers have nearly emptied still moves.
+ */
+void sheaf__recv_rearm_waiters(struct sheaf_loop *l)
+{
+	struct sheaf_conn *c = l->wait_head, *next;
+
+	l->wait_head = l->wait_tail = NULL;
+	for (; c; c = next) {
+		next = c->wait_next;
+		c->rx = SHEAF__RX_IDLE;
+		sheaf__recv_arm(c); /* may wait again, in order */
+	}
+}
+
+/*
+ * Maps a receive event to the buffers it filled (global ids in l->bids).
+ * Returns the count, or -EPROTO when the mapping guard tripped: the bytes
+ * are not delivered and receive bundles are switched off.
+ */
+int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__event *ev)
+{
+	struct sheaf__pool *p = &l->pool[dir];
+	uint16_t bid = (uint16_t)(ev->flags >> IORING_CQE_BUFFER_SHIFT);
+	int n = sheaf__bundle_map(p, bid, (uint32_t)ev->res, l->recv_bundle, l->bids);
+
+	if (n < 0) {
+		l->recv_bundle = false; /* counted in pool.mismatches */
+		sheaf__bundle_resync(p, bid);
+		return n;
+	}
+	for (int i = 0; i < n; i++)
+		l->bids[i] = SHEAF__GID(dir, l->bids[i]);
+	l->st.recv_cqes++;
+	l->st.recv_bufs += (uint32_t)n;
+	l->st.bytes_in += (uint32_t)ev->res;
+	return n;
+}

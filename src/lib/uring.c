@@ -1,0 +1,198 @@
+/*
+ * The io_uring backend: ring set-up, accept, connect, receive, cancel and
+ * the completion loop. Sending is in uring_send.c.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "uring.h"
+
+#define SQ_ENTRIES 1024
+#define CQ_ENTRIES 16384
+
+struct io_uring_sqe *sheaf__uring_sqe(struct sheaf_loop *l)
+{
+	struct io_uring *ring = &sheaf__uring_of(l)->ring;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+	if (!sqe) {
+		io_uring_submit(ring);
+		sqe = io_uring_get_sqe(ring); /* the SQ is empty now */
+	}
+	return sqe;
+}
+
+static uint64_t ud(const struct sheaf_conn *c, unsigned op)
+{
+	return sheaf__ud(op, c->slot, c->gen);
+}
+
+/*
+ * One issuer and deferred task work: completions arrive in consumption
+ * order and only while this thread waits, which the bundle mapping needs.
+ * The ring starts disabled, so that the issuer is the thread that runs the
+ * loop (the first wait enables it), not the one that created it.
+ */
+static int uring_init(struct sheaf_loop *l)
+{
+	struct sheaf__uring *u = calloc(1, sizeof(*u));
+	struct io_uring_params p;
+	int ret;
+
+	if (!u)
+		return -ENOMEM;
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
+	p.cq_entries = CQ_ENTRIES;
+	ret = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &p);
+	if (ret) {
+		free(u);
+		return ret;
+	}
+	l->be_state = u;
+	for (unsigned d = 0; d < SHEAF__DIRS && !ret; d++)
+		ret = sheaf__ring_register(&u->ring, l->pool[d].br, l->pool[d].nbufs,
+					   l->pool[d].bgid, 0);
+	u->next_bgid = SHEAF__DIRS; /* the pools have 0 and 1 */
+	u->sring_entries = l->cfg.nbufs < SHEAF__SRING_MAX ? l->cfg.nbufs : SHEAF__SRING_MAX;
+	if (u->sring_entries < 8)
+		u->sring_entries = 8;
+	if (ret) {
+		io_uring_queue_exit(&u->ring);
+		free(u);
+		l->be_state = NULL;
+	}
+	return ret;
+}
+
+static void uring_fini(struct sheaf_loop *l)
+{
+	struct sheaf__uring *u = sheaf__uring_of(l);
+
+	sheaf__uring_srings_fini(l);
+	io_uring_queue_exit(&u->ring); /* unregisters the pools' rings too */
+	free(u);
+	l->be_state = NULL;
+}
+
+static int uring_listen(struct sheaf_loop *l, unsigned i)
+{
+	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
+
+	io_uring_prep_multishot_accept(sqe, l->listen[i].fd, NULL, NULL, SOCK_CLOEXEC);
+	sqe->user_data = sheaf__ud(SHEAF__OP_ACCEPT, i, 0);
+	return 0;
+}
+
+/* shutdown ends the multishot accept; its last completion says when */
+static void uring_unlisten(struct sheaf_loop *l, unsigned i)
+{
+	shutdown(l->listen[i].fd, SHUT_RDWR);
+}
+
+static int uring_connect(struct sheaf_conn *c)
+{
+	struct io_uring_sqe *sqe = sheaf__uring_sqe(c->loop);
+
+	io_uring_prep_connect(sqe, c->fd, (struct sockaddr *)&c->addr, c->addr_len);
+	sqe->user_data = ud(c, SHEAF__OP_CONNECT);
+	c->inflight++;
+	return 0;
+}
+
+/*
+ * One receive, not multishot: `len` bounds what a bundle takes to `bufs`
+ * buffers (a multishot receive could not be bounded on every kernel with
+ * bundles), which is what keeps a connection within its budget.
+ */
+static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
+{
+	struct sheaf_loop *l = c->loop;
+	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
+	uint64_t len = (uint64_t)(l->recv_bundle ? bufs : 1) * l->cfg.buf_size;
+
+	io_uring_prep_recv(sqe, c->fd, NULL, len > (1u << 30) ? 1u << 30 : (uint32_t)len, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = l->pool[c->dir].bgid;
+	if (l->recv_bundle)
+		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	sqe->user_data = ud(c, SHEAF__OP_RECV);
+	c->inflight++;
+}
+
+static void cancel(struct sheaf_conn *c, bool all)
+{
+	struct io_uring_sqe *sqe = sheaf__uring_sqe(c->loop);
+
+	if (all)
+		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+	else
+		io_uring_prep_cancel64(sqe, ud(c, SHEAF__OP_RECV), 0);
+	sqe->user_data = ud(c, SHEAF__OP_CANCEL);
+	c->inflight++;
+}
+
+static void uring_recv_cancel(struct sheaf_conn *c) { cancel(c, false); }
+static void uring_abort(struct sheaf_conn *c) { cancel(c, true); }
+
+/* The thread that runs the loop becomes the ring's single issuer. */
+static int enable(struct sheaf__uring *u)
+{
+	/* liburing 2.3 declares io_uring_enable_rings but does not export it */
+	if (syscall(__NR_io_uring_register, u->ring.ring_fd,
+		    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+		return -errno;
+	u->enabled = true;
+	return 0;
+}
+
+static int uring_wait(struct sheaf_loop *l, int timeout_ms,
+		      void (*fire)(struct sheaf_loop *l, const struct sheaf__event *ev))
+{
+	struct sheaf__uring *u = sheaf__uring_of(l);
+	struct __kernel_timespec ts = { timeout_ms / 1000, (timeout_ms % 1000) * 1000000LL };
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	int ret;
+
+	if (!u->enabled && (ret = enable(u)))
+		return ret;
+	ret = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts,
+					       NULL);
+	if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)
+		return ret;
+	io_uring_for_each_cqe(&u->ring, head, cqe) {
+		struct sheaf__event ev = { cqe->user_data, cqe->res, cqe->flags };
+
+		fire(l, &ev);
+		n++;
+	}
+	io_uring_cq_advance(&u->ring, n);
+	return 0;
+}
+
+static uint32_t uring_sendrings(const struct sheaf_loop *l)
+{
+	return sheaf__uring_of(l)->nsrings;
+}
+
+const struct sheaf__backend sheaf__uring_backend = {
+	.init = uring_init,
+	.fini = uring_fini,
+	.listen = uring_listen,
+	.unlisten = uring_unlisten,
+	.connect = uring_connect,
+	.recv = uring_recv,
+	.recv_cancel = uring_recv_cancel,
+	.send = sheaf__uring_send,
+	.send_done = sheaf__uring_send_done,
+	.abort = uring_abort,
+	.release = sheaf__uring_send_release,
+	.wait = uring_wait,
+	.sendrings = uring_sendrings,
+};

@@ -1,0 +1,41 @@
+/* The io_uring backend's state, shared by uring.c and uring_send.c only. */
+#ifndef SHEAF_URING_H
+#define SHEAF_URING_H
+
+#include "backend.h"
+
+#define SHEAF__SRING_MAX 256 /* one bundle pass takes at most 256 entries */
+
+/* A send ring: a window of one connection's queue the kernel sends from. */
+struct sheaf__sring {
+	struct io_uring_buf_ring *br;
+	size_t len;
+	uint16_t bgid;
+	uint16_t head; /* entries the completions so far consumed */
+	uint16_t tail; /* entries published */
+	struct sheaf__sring *next; /* free list */
+};
+
+struct sheaf__uring {
+	struct io_uring ring;
+	bool enabled;                   /* by the thread that runs the loop */
+	struct sheaf__sring *sring_free;
+	uint32_t sring_entries, nsrings;
+	uint16_t next_bgid;
+};
+
+static inline struct sheaf__uring *sheaf__uring_of(const struct sheaf_loop *l)
+{
+	return l->be_state;
+}
+
+struct io_uring_sqe *sheaf__uring_sqe(struct sheaf_loop *l);
+
+/* uring_send.c */
+int sheaf__uring_send(struct sheaf_conn *c);
+int sheaf__uring_send_done(struct sheaf_conn *c, const struct sheaf__event *ev,
+			   uint16_t *done, int *n);
+void sheaf__uring_send_release(struct sheaf_conn *c);
+void sheaf__uring_srings_fini(struct sheaf_loop *l);
+
+#endif

@@ -1,0 +1,289 @@
+/*
+ * Sending with io_uring, one send (or one linked chain) in flight per
+ * connection so that bytes never reorder:
+ *   bundle   the queue published in a send ring, one bundle send
+ *   ring     the same ring, one linked send per buffer (the baseline)
+ *   plain    one linked send per buffer, no ring
+ *   sendmsg  the queue gathered into one sendmsg
+ *
+ * The send-bundle protocol (docs/KERNEL.md): a bundle send commits every
+ * entry it selects when it selects them, min(T - H, 256) from the head H,
+ * before a byte goes out; its result is exactly the bytes of that pass that
+ * went out, and F_BUFFER says whether it selected anything (even with an
+ * error). The ring holds at most 256 entries and nothing is published
+ * while a send is in flight, so a pass is everything published: walk the
+ * result through the queue, and what did not go out is published again,
+ * from the oldest unsent byte, by the next send. No other syscall.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "uring.h"
+
+#define CHAIN_MAX 256 /* linked per-buffer sends in flight (ring, plain) */
+
+struct gather { /* a sendmsg of queued buffers: the kernel reads both at issue */
+	struct msghdr mh;
+	struct iovec iov[SHEAF__SRING_MAX];
+};
+
+/* ---- send rings: attached while a connection has data queued ---------- */
+
+static struct sheaf__sring *sring_get(struct sheaf_loop *l)
+{
+	struct sheaf__uring *u = sheaf__uring_of(l);
+	struct sheaf__sring *sr = u->sring_free;
+
+	if (sr) {
+		u->sring_free = sr->next;
+		return sr;
+	}
+	if (u->next_bgid == 0xffff || !(sr = calloc(1, sizeof(*sr))))
+		return NULL;
+	sr->br = sheaf__ring_alloc(u->sring_entries, &sr->len);
+	sr->bgid = u->next_bgid;
+	if (!sr->br || sheaf__ring_register(&u->ring, sr->br, u->sring_entries, sr->bgid, 0)) {
+		if (sr->br)
+			munmap(sr->br, sr->len);
+		free(sr);
+		return NULL;
+	}
+	u->next_bgid++;
+	u->nsrings++;
+	return sr;
+}
+
+static void sring_destroy(struct sheaf__uring *u, struct sheaf__sring *sr)
+{
+	io_uring_unregister_buf_ring(&u->ring, sr->bgid);
+	munmap(sr->br, sr->len);
+	free(sr);
+	u->nsrings--;
+}
+
+static void sring_put(struct sheaf__uring *u, struct sheaf__sring *sr)
+{
+	if (sr->head != sr->tail) { /* entries the kernel may still see */
+		sring_destroy(u, sr);
+		return;
+	}
+	sr->next = u->sring_free;
+	u->sring_free = sr;
+}
+
+void sheaf__uring_srings_fini(struct sheaf_loop *l)
+{
+	struct sheaf__uring *u = sheaf__uring_of(l);
+
+	while (u->sring_free) {
+		struct sheaf__sring *sr = u->sring_free;
+
+		u->sring_free = sr->next;
+		sring_destroy(u, sr);
+	}
+}
+
+/* The connection's send state goes back when its queue is empty. */
+void sheaf__uring_send_release(struct sheaf_conn *c)
+{
+	if (!c->io)
+		return;
+	if (c->loop->cfg.io == SHEAF_IO_SENDMSG)
+		free(c->io);
+	else
+		sring_put(sheaf__uring_of(c->loop), c->io);
+	c->io = NULL;
+}
+
+/* ---- issuing ---------------------------------------------------------- */
+
+static void prep_send(struct sheaf_conn *c, struct io_uring_sqe *sqe)
+{
+	sqe->user_data = sheaf__ud(SHEAF__OP_SEND, c->slot, c->gen);
+	c->sends++;
+	c->inflight++;
+	c->loop->st.send_sqes++;
+}
+
+/* Publishes up to max unsent buffers in c's send ring; returns how many. */
+static unsigned publish(struct sheaf_conn *c, unsigned max)
+{
+	struct sheaf_loop *l = c->loop;
+	struct sheaf__sring *sr = c->io;
+	struct iovec iov[SHEAF__SRING_MAX];
+	uint16_t gids[SHEAF__SRING_MAX];
+	unsigned n = sheaf__sendq_take(l->pool, &c->q, iov, gids, max);
+	int mask = (int)sheaf__uring_of(l)->sring_entries - 1;
+
+	for (unsigned i = 0; i < n; i++)
+		io_uring_buf_ring_add(sr->br, iov[i].iov_base, (unsigned)iov[i].iov_len,
+				      gids[i], mask, (int)i);
+	io_uring_buf_ring_advance(sr->br, (int)n);
+	sr->tail += n;
+	return n;
+}
+
+static void send_bundle(struct sheaf_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	publish(c, sheaf__uring_of(c->loop)->sring_entries);
+	sqe = sheaf__uring_sqe(c->loop);
+	/* len 0: a shorter len would drop the rest of the first buffer; no
+	 * MSG_WAITALL: a bundle send sets it itself */
+	io_uring_prep_send(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = ((struct sheaf__sring *)c->io)->bgid;
+	sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	prep_send(c, sqe);
+}
+
+/* ring and plain: one send per buffer, linked so that they stay in order. */
+static void send_chain(struct sheaf_conn *c, bool ring)
+{
+	struct sheaf_loop *l = c->loop;
+	struct io_uring *r = &sheaf__uring_of(l)->ring;
+	struct iovec iov[CHAIN_MAX];
+	unsigned n = ring ? publish(c, sheaf__uring_of(l)->sring_entries) :
+			    sheaf__sendq_take(l->pool, &c->q, iov, NULL, CHAIN_MAX);
+
+	if (io_uring_sq_space_left(r) < n)
+		io_uring_submit(r); /* a chain must not span two submits */
+	for (unsigned i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
+
+		if (ring) {
+			io_uring_prep_send(sqe, c->fd, NULL, 0, MSG_WAITALL);
+			sqe->flags |= IOSQE_BUFFER_SELECT;
+			sqe->buf_group = ((struct sheaf__sring *)c->io)->bgid;
+		} else {
+			io_uring_prep_send(sqe, c->fd, iov[i].iov_base, iov[i].iov_len,
+					   MSG_WAITALL);
+		}
+		if (i + 1 < n)
+			sqe->flags |= IOSQE_IO_LINK;
+		prep_send(c, sqe);
+	}
+}
+
+static void send_gather(struct sheaf_conn *c)
+{
+	struct gather *g = c->io;
+	struct io_uring_sqe *sqe;
+
+	memset(&g->mh, 0, sizeof(g->mh));
+	g->mh.msg_iov = g->iov;
+	g->mh.msg_iovlen = sheaf__sendq_take(c->loop->pool, &c->q, g->iov, NULL,
+					     SHEAF__SRING_MAX);
+	sqe = sheaf__uring_sqe(c->loop);
+	io_uring_prep_sendmsg(sqe, c->fd, &g->mh, MSG_WAITALL);
+	prep_send(c, sqe);
+}
+
+/* Starts sending what is queued and not yet with the kernel, if nothing
+ * is in flight (order). */
+int sheaf__uring_send(struct sheaf_conn *c)
+{
+	enum sheaf_io io = c->loop->cfg.io;
+
+	if (c->sends || c->q.out == c->q.count || c->state == SHEAF__DEAD)
+		return 0;
+	if (!c->io && io != SHEAF_IO_PLAIN) {
+		c->io = io == SHEAF_IO_SENDMSG ? malloc(sizeof(struct gather)) :
+						 (void *)sring_get(c->loop);
+		if (!c->io)
+			return -ENOMEM;
+	}
+	if (io == SHEAF_IO_BUNDLE)
+		send_bundle(c);
+	else if (io == SHEAF_IO_SENDMSG)
+		send_gather(c);
+	else
+		send_chain(c, io == SHEAF_IO_RING);
+	return 0;
+}
+
+/* ---- completions ------------------------------------------------------ */
+
+/*
+ * A bundle send's completion, by the protocol above. Without F_BUFFER
+ * nothing was selected: fine only when nothing was published (a pass after
+ * a full one that found the ring empty).
+ */
+static int bundle_done(struct sheaf_conn *c, const struct sheaf__event *ev,
+		       uint16_t *done, int *n)
+{
+	struct sheaf__sring *sr = c->io;
+	uint16_t pass = (uint16_t)(sr->tail - sr->head);
+	int ret;
+
+	if (!(ev->flags & IORING_CQE_F_BUFFER)) {
+		if (ev->res >= 0 || ev->res == -ENOBUFS)
+			return pass ? -EPROTO : 0;
+		return ev->res;
+	}
+	if (!pass || (ev->flags >> IORING_CQE_BUFFER_SHIFT) != c->q.head)
+		return -EPROTO; /* not the entry we published first */
+	sr->head = sr->tail; /* the pass took all of it: at most 256, committed */
+	ret = sheaf__sendq_done(c->loop->pool, &c->q, ev->res, true, done, n);
+	if (ret > 0)
+		c->loop->st.send_short++;
+	return ret < 0 ? ret : sheaf__send_retry(ev->res) ? 0 : ev->res;
+}
+
+/*
+ * One buffer of a ring-mode chain. A send of one whole buffer on a live
+ * connection does not come back short (MSG_WAITALL, not multishot); if it
+ * did, the entries after it are still in the ring and the rest of this
+ * buffer could only go out after them, so the connection is reset instead.
+ */
+static int ring_done(struct sheaf_conn *c, const struct sheaf__event *ev,
+		     uint16_t *done, int *n)
+{
+	struct sheaf__sring *sr = c->io;
+	uint32_t want;
+
+	if (!(ev->flags & IORING_CQE_F_BUFFER))
+		return ev->res < 0 ? ev->res : -EPROTO; /* a broken link: failed before */
+	sr->head++;
+	if ((ev->flags >> IORING_CQE_BUFFER_SHIFT) != c->q.head)
+		return -EPROTO;
+	want = *sheaf__buf_len(c->loop->pool, c->q.head) - c->q.off;
+	*n = sheaf__sendq_sent(c->loop->pool, &c->q, ev->res > 0 ? (uint32_t)ev->res : 0, done);
+	if (*n < 0) {
+		*n = 0;
+		return -EPROTO;
+	}
+	return ev->res == (int)want ? 0 : ev->res < 0 ? ev->res : -EIO;
+}
+
+/* plain and sendmsg: the bytes count in queue order; the rest goes again. */
+static int exact_done(struct sheaf_conn *c, const struct sheaf__event *ev,
+		      uint16_t *done, int *n)
+{
+	int ret = sheaf__sendq_done(c->loop->pool, &c->q, ev->res, !c->sends, done, n);
+
+	if (ret > 0)
+		c->loop->st.send_short++;
+	return ret < 0 ? ret : sheaf__send_retry(ev->res) ? 0 : ev->res;
+}
+
+int sheaf__uring_send_done(struct sheaf_conn *c, const struct sheaf__event *ev,
+			   uint16_t *done, int *n)
+{
+	enum sheaf_io io = c->loop->cfg.io;
+	int ret;
+
+	*n = 0;
+	if (io == SHEAF_IO_BUNDLE)
+		ret = bundle_done(c, ev, done, n);
+	else if (io == SHEAF_IO_RING)
+		ret = ring_done(c, ev, done, n);
+	else
+		ret = exact_done(c, ev, done, n);
+	if (!c->sends && !c->q.count)
+		sheaf__uring_send_release(c);
+	return ret;
+}

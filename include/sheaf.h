@@ -41,6 +41,9 @@ struct sheaf_probe {
 	int recv_multishot; /* multishot recv */
 	int recv_bundle;    /* IORING_RECVSEND_BUNDLE on recv (trial) */
 	int send_bundle;    /* IORING_RECVSEND_BUNDLE on send (trial) */
+	int send_commit;    /* a bundle send commits every entry it selects, sent
+			     * or not: what bundle mode's accounting relies on
+			     * (trial with a forced short send) */
 	int inc_ring;       /* incremental buffer rings (IOU_PBUF_RING_INC) */
 	int bundle_refused; /* kernel has bundles but is known to be broken */
 	char release[65];   /* uname -r */

@@ -39,12 +39,13 @@ int cmd_probe(int argc, char **argv)
 	io = sheaf_io_resolve(SHEAF_IO_AUTO);
 	if (json) {
 		printf("{\"kernel\":\"%s\",\"io_uring\":%s,\"pbuf_ring\":%s,"
-		       "\"recv_multishot\":%s,\"recv_bundle\":%s,\"send_bundle\":%s,"
+		       "\"recv_multishot\":%s,\"recv_bundle\":%s,\"send_bundle\":%s,\"send_commit\":%s,"
 		       "\"incremental_ring\":%s,\"bundle_refused\":%s,\"reason\":\"%s\","
 		       "\"best\":\"%s\",\"auto\":\"%s\"}\n",
 		       p.release, p.io_uring ? "true" : "false", p.pbuf_ring ? "true" : "false",
 		       p.recv_multishot ? "true" : "false", p.recv_bundle ? "true" : "false",
-		       p.send_bundle ? "true" : "false", p.inc_ring ? "true" : "false",
+		       p.send_bundle ? "true" : "false", p.send_commit ? "true" : "false",
+		       p.inc_ring ? "true" : "false",
 		       p.bundle_refused ? "true" : "false", p.reason,
 		       p.best ? sheaf_io_name(p.best) : "none",
 		       io > 0 ? sheaf_io_name(io) : "none");
@@ -56,6 +57,7 @@ int cmd_probe(int argc, char **argv)
 	printf("multishot recv      %s\n", yes_no(p.recv_multishot));
 	printf("recv bundles        %s\n", yes_no(p.recv_bundle));
 	printf("send bundles        %s\n", yes_no(p.send_bundle));
+	printf("send commit rule    %s\n", yes_no(p.send_commit));
 	printf("incremental rings   %s\n", yes_no(p.inc_ring));
 	if (p.reason[0])
 		printf("note                %s\n", p.reason);

@@ -162,20 +162,25 @@ uint16_t sheaf__sendq_pop(struct sheaf__pool *pools, struct sheaf__sendq *q);
  * from `off`) in iov[] and ids in gids[] (either may be NULL). */
 unsigned sheaf__sendq_take(struct sheaf__pool *pools, struct sheaf__sendq *q,
 			   struct iovec *iov, uint16_t *gids, unsigned max);
-/* Bytes of the buffers handed out. */
-uint64_t sheaf__sendq_out_bytes(struct sheaf__pool *pools, const struct sheaf__sendq *q);
 /*
  * `bytes` of what was handed out went on the wire: retires the buffers they
  * cover (into done[], for the caller to give back) and keeps the offset
- * into a partly sent one. Returns the count retired, or -EPROTO when more
- * bytes were reported than were handed out.
+ * into a partly sent one; *n is the count retired. Returns 0, or -EPROTO
+ * when more bytes were reported than were handed out (those retired are in
+ * done[] all the same, for the pool).
  */
 int sheaf__sendq_sent(struct sheaf__pool *pools, struct sheaf__sendq *q,
-		      uint64_t bytes, uint16_t *done);
+		      uint64_t bytes, uint16_t *done, int *n);
 /* Whatever is still handed out was not sent: it goes out again later. */
 void sheaf__sendq_unhand(struct sheaf__sendq *q);
 int sheaf__sendq_done(struct sheaf__pool *pools, struct sheaf__sendq *q, int res,
 		      bool last, uint16_t *done, int *n);
+unsigned sheaf__sendq_publish(struct sheaf__pool *pools, struct sheaf__sendq *q,
+			      struct io_uring_buf_ring *br, uint32_t entries,
+			      uint16_t *tail, unsigned max);
+int sheaf__sendq_bundle_done(struct sheaf__pool *pools, struct sheaf__sendq *q,
+			     uint16_t *head, uint16_t tail, const struct sheaf__event *ev,
+			     uint16_t *done, int *n);
 /* Send errors after which the rest is simply sent again. */
 static inline bool sheaf__send_retry(int res)
 {

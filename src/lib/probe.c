@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "trial.h"
 
 static const char *const io_names[SHEAF_IO__COUNT] = {
 	[SHEAF_IO_AUTO] = "auto",     [SHEAF_IO_BUNDLE] = "bundle",
@@ -149,6 +150,8 @@ static void trial_features(struct io_uring *ring, struct sheaf_probe *p)
 	munmap(br, len);
 	if (p->pbuf_ring && (ring->features & IORING_FEAT_RECVSEND_BUNDLE))
 		trial_bundles(ring, p);
+	if (p->send_bundle)
+		p->send_commit = sheaf__trial_send_commit(ring) == 1;
 }
 
 /*
@@ -180,13 +183,18 @@ static void choose(struct sheaf_probe *p)
 			 "kernel %s may reorder bundle data (6.13.11 to 6.14.8, "
 			 "fixed in 6.14.9): bundles refused", p->release);
 	}
-	if (p->recv_bundle && p->send_bundle)
+	if (p->recv_bundle && p->send_bundle && !p->send_commit)
+		snprintf(p->reason, sizeof(p->reason), "a short bundle send does not "
+			 "commit what it selected (docs/KERNEL.md): send bundles refused");
+	if (p->recv_bundle && p->send_bundle && p->send_commit)
 		p->best = SHEAF_IO_BUNDLE;
+	else if (p->recv_bundle)
+		p->best = SHEAF_IO_SENDMSG;
 	else if (p->pbuf_ring && p->recv_multishot)
 		p->best = SHEAF_IO_RING;
 	else
 		p->best = SHEAF_IO_EPOLL; /* io_uring missing or too old */
-	if (!p->reason[0] && p->best != SHEAF_IO_BUNDLE)
+	if (!p->reason[0] && p->best != SHEAF_IO_BUNDLE && p->best != SHEAF_IO_SENDMSG)
 		snprintf(p->reason, sizeof(p->reason), "%s",
 			 !p->pbuf_ring ? "no provided-buffer rings (Linux 5.19+)" :
 			 !p->recv_multishot ? "no multishot recv (Linux 6.0+)" :
@@ -229,7 +237,7 @@ static int supported(const struct sheaf_probe *p, enum sheaf_io io)
 {
 	switch (io) {
 	case SHEAF_IO_BUNDLE:
-		return p->recv_bundle && p->send_bundle;
+		return p->recv_bundle && p->send_bundle && p->send_commit;
 	case SHEAF_IO_SENDMSG:
 		return p->recv_bundle;
 	case SHEAF_IO_RING:

@@ -106,9 +106,13 @@ static int uring_connect(struct sheaf_conn *c)
 }
 
 /*
- * One receive, not multishot: `len` bounds what a bundle takes to `bufs`
- * buffers (a multishot receive could not be bounded on every kernel with
- * bundles), which is what keeps a connection within its budget.
+ * One receive, not multishot, of at most `bufs` buffers: that keeps a
+ * connection within its budget (a multishot receive could not be bounded
+ * on every kernel with bundles). The bound is `len`, and it must not be a
+ * multiple of the buffer size: when the buffers mapped for a bundle fill
+ * exactly, the kernel receives again into more and reports both as one
+ * completion (docs/KERNEL.md). With buffers of 1 byte that cannot be
+ * avoided, and the budget is only approximate.
  */
 static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
 {
@@ -116,6 +120,8 @@ static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
 	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
 	uint64_t len = (uint64_t)(l->recv_bundle ? bufs : 1) * l->cfg.buf_size;
 
+	if (l->recv_bundle && len > 1)
+		len--;
 	io_uring_prep_recv(sqe, c->fd, NULL, len > (1u << 30) ? 1u << 30 : (uint32_t)len, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = l->pool[c->dir].bgid;

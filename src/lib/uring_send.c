@@ -107,29 +107,19 @@ static void prep_send(struct sheaf_conn *c, struct io_uring_sqe *sqe)
 	c->loop->st.send_sqes++;
 }
 
-/* Publishes up to max unsent buffers in c's send ring; returns how many. */
-static unsigned publish(struct sheaf_conn *c, unsigned max)
+static unsigned publish(struct sheaf_conn *c)
 {
-	struct sheaf_loop *l = c->loop;
 	struct sheaf__sring *sr = c->io;
-	struct iovec iov[SHEAF__SRING_MAX];
-	uint16_t gids[SHEAF__SRING_MAX];
-	unsigned n = sheaf__sendq_take(l->pool, &c->q, iov, gids, max);
-	int mask = (int)sheaf__uring_of(l)->sring_entries - 1;
+	uint32_t entries = sheaf__uring_of(c->loop)->sring_entries;
 
-	for (unsigned i = 0; i < n; i++)
-		io_uring_buf_ring_add(sr->br, iov[i].iov_base, (unsigned)iov[i].iov_len,
-				      gids[i], mask, (int)i);
-	io_uring_buf_ring_advance(sr->br, (int)n);
-	sr->tail += n;
-	return n;
+	return sheaf__sendq_publish(c->loop->pool, &c->q, sr->br, entries, &sr->tail, entries);
 }
 
 static void send_bundle(struct sheaf_conn *c)
 {
 	struct io_uring_sqe *sqe;
 
-	publish(c, sheaf__uring_of(c->loop)->sring_entries);
+	publish(c);
 	sqe = sheaf__uring_sqe(c->loop);
 	/* len 0: a shorter len would drop the rest of the first buffer; no
 	 * MSG_WAITALL: a bundle send sets it itself */
@@ -146,7 +136,7 @@ static void send_chain(struct sheaf_conn *c, bool ring)
 	struct sheaf_loop *l = c->loop;
 	struct io_uring *r = &sheaf__uring_of(l)->ring;
 	struct iovec iov[CHAIN_MAX];
-	unsigned n = ring ? publish(c, sheaf__uring_of(l)->sring_entries) :
+	unsigned n = ring ? publish(c) :
 			    sheaf__sendq_take(l->pool, &c->q, iov, NULL, CHAIN_MAX);
 
 	if (io_uring_sq_space_left(r) < n)
@@ -207,30 +197,16 @@ int sheaf__uring_send(struct sheaf_conn *c)
 
 /* ---- completions ------------------------------------------------------ */
 
-/*
- * A bundle send's completion, by the protocol above. Without F_BUFFER
- * nothing was selected: fine only when nothing was published (a pass after
- * a full one that found the ring empty).
- */
 static int bundle_done(struct sheaf_conn *c, const struct sheaf__event *ev,
 		       uint16_t *done, int *n)
 {
 	struct sheaf__sring *sr = c->io;
-	uint16_t pass = (uint16_t)(sr->tail - sr->head);
-	int ret;
+	int ret = sheaf__sendq_bundle_done(c->loop->pool, &c->q, &sr->head, sr->tail, ev,
+					   done, n);
 
-	if (!(ev->flags & IORING_CQE_F_BUFFER)) {
-		if (ev->res >= 0 || ev->res == -ENOBUFS)
-			return pass ? -EPROTO : 0;
-		return ev->res;
-	}
-	if (!pass || (ev->flags >> IORING_CQE_BUFFER_SHIFT) != c->q.head)
-		return -EPROTO; /* not the entry we published first */
-	sr->head = sr->tail; /* the pass took all of it: at most 256, committed */
-	ret = sheaf__sendq_done(c->loop->pool, &c->q, ev->res, true, done, n);
 	if (ret > 0)
 		c->loop->st.send_short++;
-	return ret < 0 ? ret : sheaf__send_retry(ev->res) ? 0 : ev->res;
+	return ret > 0 ? 0 : ret;
 }
 
 /*
@@ -251,11 +227,8 @@ static int ring_done(struct sheaf_conn *c, const struct sheaf__event *ev,
 	if ((ev->flags >> IORING_CQE_BUFFER_SHIFT) != c->q.head)
 		return -EPROTO;
 	want = *sheaf__buf_len(c->loop->pool, c->q.head) - c->q.off;
-	*n = sheaf__sendq_sent(c->loop->pool, &c->q, ev->res > 0 ? (uint32_t)ev->res : 0, done);
-	if (*n < 0) {
-		*n = 0;
+	if (sheaf__sendq_sent(c->loop->pool, &c->q, ev->res > 0 ? (uint32_t)ev->res : 0, done, n))
 		return -EPROTO;
-	}
 	return ev->res == (int)want ? 0 : ev->res < 0 ? ev->res : -EIO;
 }
 

@@ -8,12 +8,24 @@ CFLAGS  += -std=gnu11 -Wall -Wextra $(WERROR) -Wshadow -Wno-unused-parameter \
            -fPIC -D_GNU_SOURCE -Iinclude -Isrc/lib -MMD -MP
 LDLIBS  += -luring -lpthread
 
+# libsheaf.so.$(VERSION), with the soname libsheaf.so.$(SOVERSION) (bump it when
+# the ABI breaks); it exports only what src/lib/libsheaf.map lists.
+VERSION   := 0.1.0
+SOVERSION := 0
+SONAME    := libsheaf.so.$(SOVERSION)
+SO_REAL   := libsheaf.so.$(VERSION)
+LIB_MAP   := src/lib/libsheaf.map
+SO_LDFLAGS := -Wl,-soname,$(SONAME) -Wl,--version-script,$(LIB_MAP)
+
 ifeq ($(SANITIZE),1)
 BUILD   ?= build-san
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 else
 BUILD   ?= build
+# every symbol the library uses must come from liburing, libpthread or libc
+# (not under SANITIZE: clang leaves the sanitizer runtime out of -shared links)
+SO_LDFLAGS += -Wl,--no-undefined
 endif
 
 ifeq ($(V),1)
@@ -30,6 +42,9 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 # unit tests may link the CLI's parsers and stream code, never main.c
 CLI_LIBOBJ := $(filter-out $(BUILD)/src/cli/main.o,$(CLI_OBJ))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# standalone programs that check the kernel behaviour the data path relies on
+KERN_SRC := $(wildcard tests/kernel/*.c)
+KERN_BIN := $(KERN_SRC:tests/kernel/%.c=$(BUILD)/tests/kernel_%)
 
 all: $(BUILD)/sheaf $(BUILD)/libsheaf.a $(BUILD)/libsheaf.so $(BUILD)/sheaf.pc
 
@@ -42,9 +57,16 @@ $(BUILD)/libsheaf.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)$(AR) rcs $@ $^
 
-$(BUILD)/libsheaf.so: $(LIB_OBJ)
+$(BUILD)/$(SO_REAL): $(LIB_OBJ) $(LIB_MAP)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -shared $(LDFLAGS) $(SO_LDFLAGS) -o $@ $(LIB_OBJ) $(LDLIBS)
+
+# libsheaf.so -> libsheaf.so.0 -> libsheaf.so.0.1.0
+$(BUILD)/$(SONAME): $(BUILD)/$(SO_REAL)
+	$(Q)ln -sf $(SO_REAL) $@
+
+$(BUILD)/libsheaf.so: $(BUILD)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $@
 
 $(BUILD)/sheaf: $(CLI_OBJ) $(BUILD)/libsheaf.a
 	@$(if $(Q),echo "  LD      $@")
@@ -52,14 +74,19 @@ $(BUILD)/sheaf: $(CLI_OBJ) $(BUILD)/libsheaf.a
 
 $(BUILD)/sheaf.pc: Makefile
 	@mkdir -p $(BUILD)
-	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: sheaf\nDescription: io_uring send/recv bundles over shared provided-buffer pools\nVersion: 0.1.0\nRequires.private: liburing\nLibs: -L$${libdir} -lsheaf\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
+	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: sheaf\nDescription: io_uring send/recv bundles over shared provided-buffer pools\nVersion: %s\nRequires.private: liburing\nLibs: -L$${libdir} -lsheaf\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(CLI_LIBOBJ) $(BUILD)/libsheaf.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Isrc/cli -o $@ $< $(CLI_LIBOBJ) $(BUILD)/libsheaf.a $(LDLIBS) -lcmocka -lm
 
-unit: $(UNIT_BIN)
+$(BUILD)/tests/kernel_%: tests/kernel/%.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -luring -lpthread
+
+unit: $(UNIT_BIN) $(KERN_BIN)
 
 # Packages the build, the tests and the benchmark need (Debian names).
 DEPS_PKGS := gcc make pkg-config liburing-dev libcmocka-dev gnuplot-nox iproute2 haproxy socat \
@@ -82,7 +109,9 @@ bench: deps all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(BUILD)/sheaf $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(BUILD)/libsheaf.a $(BUILD)/libsheaf.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(BUILD)/libsheaf.a $(BUILD)/$(SO_REAL) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf $(SO_REAL) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libsheaf.so
 	install -m 644 $(BUILD)/sheaf.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	install -m 644 include/sheaf.h $(DESTDIR)$(PREFIX)/include/
 

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs every test: unit tests (cmocka) and end-to-end tests, first on the
+# Runs every test: unit tests (cmocka), the kernel-behaviour programs
+# (tests/kernel: exit 77 where the kernel lacks bundles) and end-to-end tests, first on the
 # normal build, then on the ASan + UBSan build. Ends with one summary line
 # "N passed, N failed, N skipped" and exits non-zero when any failed.
 cd "$(dirname "$0")/.." || exit 1
@@ -46,6 +47,10 @@ for build in build build-san; do
 	for t in $build/tests/test_*; do
 		case $t in *.d) continue ;; esac
 		count_unit "$t" "$build/$(basename "$t")"
+	done
+	for t in $build/tests/kernel_*; do
+		case $t in *.d) continue ;; esac
+		count_e2e "$t" "$build/$(basename "$t")"
 	done
 	export SHEAF=$build/sheaf
 	for t in tests/e2e/*.sh; do

@@ -23,7 +23,9 @@
  * passed, 1 on any failure, 77 when io_uring, buffer rings, PBUF_STATUS or
  * bundles are missing.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>

@@ -301,12 +301,14 @@ static void accept_ready(struct sheaf_loop *l, unsigned i,
 	}
 }
 
-/* Reports queued events, a few rounds (they may queue more). */
-static void fire_queued(struct sheaf_loop *l,
+/* Reports queued events, a few rounds (they may queue more); true when it
+ * reported any. */
+static bool fire_queued(struct sheaf_loop *l,
 			void (*fire)(struct sheaf_loop *, const struct sheaf__event *))
 {
 	struct ep *e = ep_of(l);
 	struct sheaf__event ev[64];
+	bool fired = e->nev > 0;
 
 	for (int round = 0; round < EP_ROUNDS && e->nev; round++) {
 		uint32_t n = e->nev < 64 ? e->nev : 64;
@@ -317,6 +319,7 @@ static void fire_queued(struct sheaf_loop *l,
 		for (uint32_t i = 0; i < n; i++)
 			fire(l, &ev[i]);
 	}
+	return fired;
 }
 
 static int ep_wait(struct sheaf_loop *l, int timeout_ms,
@@ -325,8 +328,11 @@ static int ep_wait(struct sheaf_loop *l, int timeout_ms,
 	struct epoll_event ev[256];
 	int n;
 
-	fire_queued(l, fire);
-	n = epoll_wait(ep_of(l)->epfd, ev, 256, ep_of(l)->nev ? 0 : timeout_ms);
+	/* after reporting events, only look: the loop has work to do (free
+	 * what closed, re-arm waiters) before it may sleep */
+	bool fired = fire_queued(l, fire);
+
+	n = epoll_wait(ep_of(l)->epfd, ev, 256, fired || ep_of(l)->nev ? 0 : timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	for (int i = 0; i < n; i++) {

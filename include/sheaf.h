@@ -92,9 +92,13 @@ struct sheaf_callbacks {
 struct sheaf_loop_config {
 	enum sheaf_io io;     /* resolved with sheaf_io_resolve() */
 	uint32_t buf_size;    /* bytes per pool buffer, 1 .. 1 MiB */
-	uint32_t nbufs;       /* pool buffers, power of two, 1 .. 32768 */
+	uint32_t nbufs;       /* pool buffers, power of two, 2 .. 32768: half for what
+			       * accepted connections receive, half for connections
+			       * made with sheaf_connect (docs/POOL.md) */
 	uint32_t max_conns;   /* connection slots */
-	uint32_t queue_high;  /* bytes queued to send before the source pauses; 0 = default */
+	uint32_t queue_high;  /* bytes one send queue may hold before its sender
+			       * pauses (at most an eighth of a pool half);
+			       * 0 = 256 KiB */
 	int nodelay;          /* set TCP_NODELAY on every connection */
 	uint32_t connect_timeout_ms; /* sheaf_connect gives up after this; 0 = never */
 	int reuseport;        /* listen with SO_REUSEPORT: one listener per loop/thread */
@@ -146,14 +150,19 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *loop,
 int sheaf_conn_start(struct sheaf_conn *c);
 /*
  * Links a and b: data received on either is forwarded by reference to the
- * other, with backpressure, half-close propagation, and both closed when
- * both directions are finished or either fails. Starts both.
+ * other, with backpressure (each receive takes at most what the other's
+ * queue may still hold), half-close propagation, and both closed when both
+ * directions are finished or either fails (the other then gets what it has
+ * queued, and a reset instead of a FIN). Starts both.
  */
 int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b);
 /*
  * Queues the bundle's buffers on `to` (no copy). Only valid inside on_data
- * for the bundle it was given. The sending connection pauses while `to` has
- * more than queue_high bytes queued. Returns 0 or -EPIPE (to is closing).
+ * for the bundle it was given. Once `to` holds its limit (queue_high), the
+ * receiving connection's next receives are bounded by what `to` may still
+ * hold, and it pauses until `to` has sent half of it (one sender per queue
+ * is paused so: with several feeding one queue, only the first is held).
+ * Returns 0, -EINVAL (not inside on_data, or twice) or -EPIPE (to is closing).
  */
 int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b);
 /* Closes after queued data is sent (half-closing our side first). */

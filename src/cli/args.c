@@ -173,8 +173,8 @@ int io_opt(const char *cmd, struct io_opts *o, const char *name, const char *val
 		}
 		o->buf_size = v;
 	} else if (!strcmp(name, "bufs")) {
-		if (parse_u32(val, &v) || !v || v > SHEAF_MAX_BUFS || (v & (v - 1))) {
-			say(cmd, "--bufs %s: must be a power of two from 1 to %u", val,
+		if (parse_u32(val, &v) || v < 2 || v > SHEAF_MAX_BUFS || (v & (v - 1))) {
+			say(cmd, "--bufs %s: must be a power of two from 2 to %u", val,
 			    SHEAF_MAX_BUFS);
 			return EXIT_USAGE;
 		}

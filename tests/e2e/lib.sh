@@ -149,3 +149,60 @@ one_line() { tr '\n' ' ' <"$1" 2>/dev/null | cut -c1-300; }
 require_sheaf() {
 	[ -x "$SHEAF" ] || skip "no sheaf binary at $SHEAF (run make)"
 }
+
+# start_server KIND ARGS...: run `servers.py KIND ARGS` (test peers, see
+# servers.py) in the background and wait (10 s) for its port file. Sets
+# SERVER_PID, SERVER_PORT, SERVER_OUT (its per-connection log); returns 1
+# when it did not start listening.
+start_server() {
+	local kind=$1 pf out pid i=0
+	shift
+	E2E_SEQ=$((E2E_SEQ + 1))
+	pf="$E2E_TMP/server.$E2E_SEQ.port"
+	out="$E2E_TMP/server.$kind.$E2E_SEQ.out"
+	python3 "$REPO_ROOT/tests/e2e/servers.py" "$kind" --port-file "$pf" "$@" >"$out" 2>&1 &
+	pid=$!
+	track "$pid"
+	SERVER_PID=$pid SERVER_OUT=$out SERVER_PORT=""
+	while [ ! -s "$pf" ] && [ "$i" -lt 100 ] && alive "$pid"; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	[ -s "$pf" ] && SERVER_PORT=$(cat "$pf")
+	[ -n "$SERVER_PORT" ]
+}
+
+# proxy_stat FILE NAME: print counter NAME from FILE's last "sheaf proxy:
+# stats" line; returns 1 (prints nothing) when there is no such counter.
+proxy_stat() {
+	local v
+	v=$(grep 'sheaf proxy: stats' "$1" 2>/dev/null | tail -n1 |
+		sed -n "s/.*\"$2\":\([0-9][0-9.]*\).*/\1/p")
+	[ -n "$v" ] || return 1
+	printf '%s\n' "$v"
+}
+
+# mode_unavailable: after start_proxy failed, true when the proxy said its
+# --io mode is not available on this kernel (a skip, not a failure).
+mode_unavailable() {
+	! alive "$PROXY_PID" &&
+		grep -Eqi 'not available|not supported|unsupported' "$PROXY_ERR" "$PROXY_OUT" 2>/dev/null
+}
+
+# start_proxy_case NAME ARGS...: start_proxy ARGS for the case NAME. When it
+# does not start, prints "skip NAME: why" and returns 2 if the --io mode is
+# not available on this kernel, else prints "FAIL NAME: why", returns 1.
+start_proxy_case() {
+	local name=$1
+	shift
+	start_proxy "$@" && return 0
+	if mode_unavailable; then
+		echo "skip $name: $(one_line "$PROXY_ERR")"
+		return 2
+	fi
+	echo "FAIL $name: proxy did not start: $(one_line "$PROXY_ERR") $(one_line "$PROXY_OUT")"
+	return 1
+}
+
+# cpu_ticks PID: user + system CPU time of PID so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; }

@@ -19,7 +19,12 @@ wait_pid "$A_PID" 10 && wait_pid "$SINK_PID" 10 && [ "$rc" -eq 0 ] &&
 	grep -q '4 streams, 4 intact' "$A_OUT" && grep -q '4 streams, 4 intact' "$SINK_OUT"
 check "8 clients round-robin over 2 upstreams, 4 intact streams each" $?
 stop "$PROXY_PID" 10
-check "proxy stops clean ($(pool_balanced "$PROXY_OUT"))" $?
+prc=$?
+pool=$(pool_balanced "$PROXY_OUT")
+pool_ok=$?
+[ "$prc" -eq 0 ] && [ "$pool_ok" -eq 0 ]
+ok=$?
+check "proxy stops clean (exit $prc, pool $pool)" "$ok"
 
 dead=$(dead_port)
 start_sink --listen 127.0.0.1:0 --verify --conns 4 || fail "sink C"
@@ -32,8 +37,11 @@ rc=$?
 wait_pid "$SINK_PID" 10 && [ "$rc" -eq 0 ] && grep -q '4 streams, 4 intact' "$SINK_OUT"
 check "clients whose turn was the dead upstream fail over, all 4 intact" $?
 stop "$PROXY_PID" 10
-grep -q '"connect_failed":[1-9]' "$PROXY_OUT" && pool_balanced "$PROXY_OUT" >/dev/null
-check "failed connects counted, pool balanced" $?
+prc=$?
+[ "$prc" -eq 0 ] && grep -q '"connect_failed":[1-9]' "$PROXY_OUT" &&
+	pool_balanced "$PROXY_OUT" >/dev/null
+ok=$?
+check "failed connects counted, pool balanced, proxy exit $prc" "$ok"
 
 out=$("$SHEAF" proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$dead" \
 	--upstream "127.0.0.1:$(dead_port)" 2>&1)

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "sheaf.h"
 #include "compat.h"
@@ -293,7 +294,14 @@ struct sheaf_loop {
 	struct sheaf_stats st;
 };
 
-double sheaf__now(void); /* CLOCK_MONOTONIC seconds */
+/* The one clock: CLOCK_MONOTONIC seconds. */
+static inline double sheaf__now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* conn.c, for loop.c */
 struct sheaf_conn *sheaf__conn_new(struct sheaf_loop *l, int fd, unsigned dir);

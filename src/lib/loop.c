@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -325,14 +324,6 @@ int sheaf_loop_run(struct sheaf_loop *l)
 	for (unsigned d = 0; d < SHEAF__DIRS; d++)
 		sheaf__pool_flush(&l->pool[d]);
 	return 0;
-}
-
-double sheaf__now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *st)

@@ -14,18 +14,6 @@
 #define SQ_ENTRIES 1024
 #define CQ_ENTRIES 16384
 
-struct io_uring_sqe *sheaf__uring_sqe(struct sheaf_loop *l)
-{
-	struct io_uring *ring = &sheaf__uring_of(l)->ring;
-	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-
-	if (!sqe) {
-		io_uring_submit(ring);
-		sqe = io_uring_get_sqe(ring); /* the SQ is empty now */
-	}
-	return sqe;
-}
-
 static uint64_t ud(const struct sheaf_conn *c, unsigned op)
 {
 	return sheaf__ud(op, c->slot, c->gen);

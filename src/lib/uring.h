@@ -1,4 +1,5 @@
-/* The io_uring backend's state, shared by uring.c and uring_send.c only. */
+/* The io_uring backend's state, shared by uring.c and uring_send.c only
+ * (uring.c calls into uring_send.c, never the other way). */
 #ifndef SHEAF_URING_H
 #define SHEAF_URING_H
 
@@ -29,7 +30,18 @@ static inline struct sheaf__uring *sheaf__uring_of(const struct sheaf_loop *l)
 	return l->be_state;
 }
 
-struct io_uring_sqe *sheaf__uring_sqe(struct sheaf_loop *l);
+/* The next SQE, submitting what is queued when the SQ is full. */
+static inline struct io_uring_sqe *sheaf__uring_sqe(struct sheaf_loop *l)
+{
+	struct io_uring *ring = &sheaf__uring_of(l)->ring;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+	if (!sqe) {
+		io_uring_submit(ring);
+		sqe = io_uring_get_sqe(ring); /* the SQ is empty now */
+	}
+	return sqe;
+}
 
 /* uring_send.c */
 int sheaf__uring_send(struct sheaf_conn *c);

@@ -104,6 +104,10 @@ struct sheaf_loop_config {
 	int reuseport;        /* listen with SO_REUSEPORT: one listener per loop/thread */
 	uint32_t idle_timeout_ms; /* close connections (linked pairs: both sides)
 				   * that moved no byte for this long; 0 = never */
+	uint32_t stall_timeout_ms; /* while receivers wait for buffers of a pool,
+				    * close connections whose queue holds that
+				    * pool's buffers and sent nothing for this
+				    * long (docs/POOL.md); 0 = never */
 };
 
 /* Limits for the configuration above. */
@@ -200,7 +204,8 @@ struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
 	X(pauses)          /* receivers paused: their peer's send queue was full */ \
 	X(bundle_mismatch) /* connections dropped: the kernel's buffer order \
 			      did not match ours */ \
-	X(idle_closed)     /* connections closed by idle_timeout_ms */
+	X(idle_closed)     /* connections closed by idle_timeout_ms */ \
+	X(stall_closed)    /* connections closed by stall_timeout_ms */
 /* Gauges (uint32_t): the state when sheaf_loop_stats is called. */
 #define SHEAF_STATS_GAUGES(X) \
 	X(pool_bufs)       /* buffers in the pool */ \

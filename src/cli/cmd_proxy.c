@@ -37,6 +37,10 @@ static const char help[] =
 	"                         close the client (default 5000; 0 = wait for the kernel)\n"
 	"  --idle-timeout MS      close a client and its upstream connection once neither\n"
 	"                         moved a byte for MS milliseconds (default 0: never)\n"
+	"  --stall-timeout MS     while connections wait for pool buffers, close the ones\n"
+	"                         whose peer read nothing of their queue for MS milliseconds\n"
+	"                         (they pin buffers the others need; default 30000, 0 = never;\n"
+	"                         docs/POOL.md)\n"
 	"  --nodelay              set TCP_NODELAY on both sides (lower latency for small\n"
 	"                         writes; more, smaller packets)\n"
 	"  --quiet                print only errors\n"
@@ -57,7 +61,7 @@ struct proxy_opts {
 	struct addr listen;
 	struct upstreams up;
 	bool have_listen, quiet, nodelay;
-	uint32_t connect_timeout_ms, idle_timeout_ms, threads;
+	uint32_t connect_timeout_ms, idle_timeout_ms, stall_timeout_ms, threads;
 	struct io_opts io;
 	uint32_t max_conns;
 };
@@ -71,6 +75,7 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		{ "quiet", no_argument, 0, 'q' },        { "help", no_argument, 0, 'h' },
 		{ "nodelay", no_argument, 0, 'N' },      { "connect-timeout", required_argument, 0, 'T' },
 		{ "threads", required_argument, 0, 't' }, { "idle-timeout", required_argument, 0, 'I' },
+		{ "stall-timeout", required_argument, 0, 'S' },
 		{ 0 }
 	};
 	int c, idx, ret;
@@ -113,8 +118,9 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 				return EXIT_USAGE;
 			}
 			break;
-		case 'T': case 'I': {
-			uint32_t *ms = c == 'T' ? &o->connect_timeout_ms : &o->idle_timeout_ms;
+		case 'T': case 'I': case 'S': {
+			uint32_t *ms = c == 'T' ? &o->connect_timeout_ms :
+				       c == 'I' ? &o->idle_timeout_ms : &o->stall_timeout_ms;
 
 			if (parse_u32(optarg, ms) || *ms > 86400000) {
 				say("proxy", "--%s %s: milliseconds, 0 to 86400000", opts[idx].name, optarg);
@@ -393,7 +399,8 @@ static int finish_workers(struct worker *w, uint32_t n, const struct proxy_opts 
 int cmd_proxy(int argc, char **argv)
 {
 	static struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096,
-				.connect_timeout_ms = 5000, .threads = 1 };
+				.connect_timeout_ms = 5000, .stall_timeout_ms = 30000,
+				.threads = 1 };
 	struct sheaf_loop_config cfg;
 	struct worker *w;
 	int ret;
@@ -403,6 +410,7 @@ int cmd_proxy(int argc, char **argv)
 	cfg.nodelay = o.nodelay;
 	cfg.connect_timeout_ms = o.connect_timeout_ms;
 	cfg.idle_timeout_ms = o.idle_timeout_ms;
+	cfg.stall_timeout_ms = o.stall_timeout_ms;
 	if (check_upstreams(&o.up))
 		return 1;
 	w = calloc(o.threads, sizeof(*w));

@@ -255,6 +255,42 @@ void sheaf__idle_sweep(struct sheaf_loop *l)
 	}
 }
 
+/* Is a receiver waiting for buffers of pool d? */
+static bool pool_wanted(const struct sheaf_loop *l, unsigned d)
+{
+	for (const struct sheaf_conn *c = l->wait_head; c; c = c->wait_next)
+		if (c->dir == d)
+			return true;
+	return false;
+}
+
+/*
+ * While receivers wait for buffers of a pool, closes the connections whose
+ * queue holds that pool's buffers and has sent nothing for
+ * stall_timeout_ms: peers that stopped reading, pinning buffers the others
+ * need (docs/POOL.md). A peer that is merely slow sends something now and
+ * then and is left alone.
+ */
+void sheaf__stall_sweep(struct sheaf_loop *l)
+{
+	double limit = l->cfg.stall_timeout_ms / 1000.0;
+	bool wanted[SHEAF__DIRS];
+
+	for (unsigned d = 0; d < SHEAF__DIRS; d++)
+		wanted[d] = pool_wanted(l, d);
+	if (!wanted[0] && !wanted[1])
+		return;
+	for (uint32_t i = 0; i < l->cfg.max_conns; i++) {
+		struct sheaf_conn *c = &l->conns[i];
+
+		if ((c->state != SHEAF__OPEN && c->state != SHEAF__CLOSING) || !c->q.count ||
+		    !wanted[SHEAF__GID_DIR(c->q.head)] || l->now - c->sent_at < limit)
+			continue;
+		l->st.stall_closed++;
+		sheaf__conn_abort(c, -ETIMEDOUT);
+	}
+}
+
 /* ---- data ------------------------------------------------------------- */
 
 /* Lets c send what it has queued (if nothing is in flight). */
@@ -271,6 +307,8 @@ static void queue_on(struct sheaf_conn *to, const uint16_t *gids, uint32_t n)
 {
 	struct sheaf_loop *l = to->loop;
 
+	if (!to->q.count)
+		to->sent_at = l->now; /* a stall is counted from here */
 	for (uint32_t i = 0; i < n; i++)
 		sheaf__sendq_append(l->pool, &to->q, gids[i]);
 	send_more(to);
@@ -364,7 +402,7 @@ static void on_send(struct sheaf_conn *c, const struct sheaf__event *ev)
 	l->st.bytes_out += before - c->q.bytes;
 	l->st.send_bufs += (uint32_t)n;
 	if (before != c->q.bytes)
-		c->active = l->now;
+		c->active = c->sent_at = l->now;
 	while (n)
 		sheaf__buf_put(l->pool, l->bids[--n]);
 	if (ret < 0 && c->state != SHEAF__DEAD) {

@@ -242,6 +242,7 @@ struct sheaf_conn {
 	int err;
 	double deadline;               /* connect gives up then */
 	double active;                 /* when a byte last moved (idle timeout) */
+	double sent_at;                /* when its queue last sent (stall timeout) */
 	struct sockaddr_storage addr;  /* connect target */
 	socklen_t addr_len;
 };
@@ -291,6 +292,7 @@ struct sheaf_loop {
 	double now;                  /* the clock at this turn */
 	double drain_deadline;       /* end of the stop drain, or 0 */
 	double next_sweep;           /* next idle sweep, or 0 */
+	double next_stall;           /* next stall check, or 0 */
 	struct sheaf_stats st;
 };
 
@@ -311,6 +313,7 @@ void sheaf__conn_connected(struct sheaf_conn *c, int res);
 void sheaf__conn_abort(struct sheaf_conn *c, int err);
 void sheaf__reap(struct sheaf_loop *l);
 void sheaf__idle_sweep(struct sheaf_loop *l);
+void sheaf__stall_sweep(struct sheaf_loop *l);
 
 /* recv.c, for conn.c and loop.c */
 void sheaf__recv_arm(struct sheaf_conn *c);

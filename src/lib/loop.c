@@ -219,6 +219,7 @@ static void begin_stop(struct sheaf_loop *l)
 	for (uint32_t i = 0; i < l->cfg.max_conns; i++)
 		sheaf_conn_close(&l->conns[i]);
 	l->drain_deadline = l->now + DRAIN_SECONDS;
+	l->next_sweep = l->next_stall = 0;
 }
 
 static void sweep_arm(struct sheaf_loop *l)
@@ -232,6 +233,16 @@ static void sweep_arm(struct sheaf_loop *l)
 		l->next_sweep = 0;
 }
 
+static void stall_arm(struct sheaf_loop *l)
+{
+	double period = l->cfg.stall_timeout_ms / 4000.0;
+
+	if (l->cfg.stall_timeout_ms && !l->stopping)
+		l->next_stall = l->now + (period < 0.001 ? 0.001 : period);
+	else
+		l->next_stall = 0;
+}
+
 static double earlier(double a, double b)
 {
 	return !a || (b && b < a) ? b : a;
@@ -240,7 +251,7 @@ static double earlier(double a, double b)
 /* Milliseconds until the next timer, or -1 when none is set. */
 static int next_timeout(const struct sheaf_loop *l)
 {
-	double next = earlier(l->drain_deadline, l->next_sweep);
+	double next = earlier(earlier(l->drain_deadline, l->next_sweep), l->next_stall);
 
 	if (l->dl_head)
 		next = earlier(next, l->dl_head->deadline);
@@ -267,6 +278,10 @@ static void run_timers(struct sheaf_loop *l)
 	if (l->next_sweep && l->next_sweep <= l->now) {
 		sheaf__idle_sweep(l);
 		sweep_arm(l);
+	}
+	if (l->next_stall && l->next_stall <= l->now) {
+		sheaf__stall_sweep(l);
+		stall_arm(l);
 	}
 	if (l->drain_deadline && l->drain_deadline <= l->now) {
 		l->drain_deadline = 0;
@@ -312,6 +327,7 @@ int sheaf_loop_run(struct sheaf_loop *l)
 		l->enabled = true;
 		l->now = sheaf__now();
 		sweep_arm(l);
+		stall_arm(l);
 	}
 	while (!l->break_req && turn_begin(l)) {
 		ret = l->be->wait(l, next_timeout(l), fire);

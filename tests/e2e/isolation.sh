@@ -6,6 +6,9 @@
 # other one. Per io mode and setting
 #   default  (4K buffers, default --bufs) with 8 stalled clients
 #   --bufs 64                             with 1 stalled client
+#   --bufs 64 --stall-timeout 1000        with 12 stalled clients: more than
+#            that pool survives (docs/POOL.md: 7), so the streams wait until
+#            the proxy closes the stalled ones (stall_closed >= 1)
 # it runs 16 verified echo streams (servers.py client --expect echo) on the
 # fresh proxy, then starts the stalled clients (servers.py push --prefix
 # STALL: up to 200 MB each, until the proxy stops taking bytes), runs the 16
@@ -89,7 +92,14 @@ run_case() {
 
 	[ "$brc" -eq 0 ] || reason="$reason; alone: $(tail -n 2 "$base_out" | tr '\n' ' ' | cut -c1-300)"
 	[ "$wrc" -eq 0 ] || reason="$reason; beside stalled: $(tail -n 2 "$with_out" | tr '\n' ' ' | cut -c1-300)"
-	[ "$push_alive" = yes ] || reason="$reason; stalled clients ended early: $(one_line "$push_out")"
+	local closed
+	closed=$(proxy_stat "$PROXY_OUT" stall_closed) || closed=0
+	case $setting in
+	*--stall-timeout*)
+		[ "$closed" -ge 1 ] || reason="$reason; no stalled connection was closed (stall_closed $closed)" ;;
+	*)
+		[ "$push_alive" = yes ] || reason="$reason; stalled clients ended early: $(one_line "$push_out")" ;;
+	esac
 	[ "$prc" -eq 0 ] || reason="$reason; proxy rc=$prc: $(one_line "$PROXY_ERR")"
 	[ "$pool_ok" -eq 0 ] || reason="$reason; pool free/bufs $pool"
 	if [ -n "$reason" ]; then
@@ -98,12 +108,13 @@ run_case() {
 		return 1
 	fi
 	echo "ok $name: 16 verified echo streams of $BYTES took $(secs "$base_out") s alone," \
-		"$(secs "$with_out") s beside $nstall stalled (which got $pushed bytes in); pool $pool"
+		"$(secs "$with_out") s beside $nstall stalled (which got $pushed bytes in);" \
+		"stall_closed $closed; pool $pool"
 }
 
 start=$(date +%s)
 for mode in $MODES; do
-	for c in "default 8" "--bufs 64 1"; do
+	for c in "default 8" "--bufs 64 1" "--bufs 64 --stall-timeout 1000 12"; do
 		case " $skipped " in *" $mode "*) continue ;; esac
 		run_case "$mode" "${c% *}" "${c##* }"
 		case $? in

@@ -53,6 +53,12 @@ for build in build build-san; do
 		count_e2e "$t" "$build/$(basename "$t")"
 	done
 	export SHEAF=$build/sheaf
+	if [ $build = build-san ]; then
+		# the long fault tests once more under the sanitizers, in the two
+		# backends (every mode already ran on the normal build)
+		export DEADLOCK_MODES="bundle epoll" ISOLATION_MODES="bundle epoll" \
+			SEND_RESET_MODES="bundle epoll" SHORT_SENDS_MODES="bundle epoll"
+	fi
 	for t in tests/e2e/*.sh; do
 		name=$(basename "$t" .sh)
 		case $name in

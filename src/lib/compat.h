@@ -23,15 +23,4 @@
 #define IORING_SETUP_DEFER_TASKRUN (1U << 13)
 #endif
 
-/*
- * IORING_REGISTER_PBUF_STATUS (Linux 6.8) reads a buffer ring's head. Newer
- * liburing declares it in an enum, so it gets a name of our own here.
- */
-#define SHEAF_REGISTER_PBUF_STATUS 26
-struct sheaf_buf_status {
-	__u32 buf_group;
-	__u32 head;
-	__u32 resv[8];
-};
-
 #endif

@@ -312,8 +312,6 @@ void sheaf__conn_event(struct sheaf_loop *l, const struct sheaf__event *ev);
 void sheaf__conn_connected(struct sheaf_conn *c, int res);
 void sheaf__conn_abort(struct sheaf_conn *c, int err);
 void sheaf__reap(struct sheaf_loop *l);
-void sheaf__idle_sweep(struct sheaf_loop *l);
-void sheaf__stall_sweep(struct sheaf_loop *l);
 
 /* recv.c, for conn.c and loop.c */
 void sheaf__recv_arm(struct sheaf_conn *c);

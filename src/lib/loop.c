@@ -222,6 +222,67 @@ static void begin_stop(struct sheaf_loop *l)
 	l->next_sweep = l->next_stall = 0;
 }
 
+/* ---- sweeps: idle and stalled connections ---------------------------- */
+
+/*
+ * Closes connections that moved no byte for idle_timeout_ms; a linked pair
+ * only when both sides are idle (a long download is not an idle client).
+ */
+static void idle_sweep(struct sheaf_loop *l)
+{
+	double limit = l->cfg.idle_timeout_ms / 1000.0;
+
+	for (uint32_t i = 0; i < l->cfg.max_conns; i++) {
+		struct sheaf_conn *c = &l->conns[i], *p = c->peer;
+		double active = c->active;
+
+		if (c->state != SHEAF__OPEN && c->state != SHEAF__CLOSING)
+			continue;
+		if (p && p->active > active)
+			active = p->active;
+		if (l->now - active < limit)
+			continue;
+		l->st.idle_closed++;
+		sheaf__conn_abort(c, -ETIMEDOUT); /* its peer closes after it */
+	}
+}
+
+/* Is a receiver waiting for buffers of pool d? */
+static bool pool_wanted(const struct sheaf_loop *l, unsigned d)
+{
+	for (const struct sheaf_conn *c = l->wait_head; c; c = c->wait_next)
+		if (c->dir == d)
+			return true;
+	return false;
+}
+
+/*
+ * While receivers wait for buffers of a pool, closes the connections whose
+ * queue holds that pool's buffers and has sent nothing for
+ * stall_timeout_ms: peers that stopped reading, pinning buffers the others
+ * need (docs/POOL.md). A peer that is merely slow sends something now and
+ * then and is left alone.
+ */
+static void stall_sweep(struct sheaf_loop *l)
+{
+	double limit = l->cfg.stall_timeout_ms / 1000.0;
+	bool wanted[SHEAF__DIRS];
+
+	for (unsigned d = 0; d < SHEAF__DIRS; d++)
+		wanted[d] = pool_wanted(l, d);
+	if (!wanted[0] && !wanted[1])
+		return;
+	for (uint32_t i = 0; i < l->cfg.max_conns; i++) {
+		struct sheaf_conn *c = &l->conns[i];
+
+		if ((c->state != SHEAF__OPEN && c->state != SHEAF__CLOSING) || !c->q.count ||
+		    !wanted[SHEAF__GID_DIR(c->q.head)] || l->now - c->sent_at < limit)
+			continue;
+		l->st.stall_closed++;
+		sheaf__conn_abort(c, -ETIMEDOUT);
+	}
+}
+
 static void sweep_arm(struct sheaf_loop *l)
 {
 	double period = l->cfg.idle_timeout_ms / 4000.0;
@@ -276,11 +337,11 @@ static void run_timers(struct sheaf_loop *l)
 		}
 	}
 	if (l->next_sweep && l->next_sweep <= l->now) {
-		sheaf__idle_sweep(l);
+		idle_sweep(l);
 		sweep_arm(l);
 	}
 	if (l->next_stall && l->next_stall <= l->now) {
-		sheaf__stall_sweep(l);
+		stall_sweep(l);
 		stall_arm(l);
 	}
 	if (l->drain_deadline && l->drain_deadline <= l->now) {

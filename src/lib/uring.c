@@ -99,8 +99,10 @@ static int uring_connect(struct sheaf_conn *c)
  * on every kernel with bundles). The bound is `len`, and it must not be a
  * multiple of the buffer size: when the buffers mapped for a bundle fill
  * exactly, the kernel receives again into more and reports both as one
- * completion (docs/KERNEL.md). With buffers of 1 byte that cannot be
- * avoided, and the budget is only approximate.
+ * completion. With len = bufs * size + 1 it maps `bufs` whole buffers and
+ * leaves the partial one out (docs/KERNEL.md; tests/kernel/recv_bundle_len.c
+ * fails if a kernel does otherwise). With 1-byte buffers every len is a
+ * multiple, and the budget is only approximate.
  */
 static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
 {
@@ -108,8 +110,8 @@ static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
 	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
 	uint64_t len = (uint64_t)(l->recv_bundle ? bufs : 1) * l->cfg.buf_size;
 
-	if (l->recv_bundle && len > 1)
-		len--;
+	if (l->recv_bundle)
+		len++;
 	io_uring_prep_recv(sqe, c->fd, NULL, len > (1u << 30) ? 1u << 30 : (uint32_t)len, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = l->pool[c->dir].bgid;

@@ -206,3 +206,11 @@ start_proxy_case() {
 
 # cpu_ticks PID: user + system CPU time of PID so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; }
+
+# small_socket_buffers: inside a network namespace of the test's own, make
+# every TCP socket's buffers 4 KiB (the sysctls are per namespace; written
+# through /proc so that no procps is needed).
+small_socket_buffers() {
+	echo "4096 4096 4096" >/proc/sys/net/ipv4/tcp_wmem &&
+		echo "4096 4096 4096" >/proc/sys/net/ipv4/tcp_rmem
+}

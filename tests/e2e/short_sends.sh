@@ -155,8 +155,7 @@ slow_case() {
 }
 
 if [ -n "${SHORT_SENDS_TIGHT:-}" ]; then
-	ip link set lo up && sysctl -qw net.ipv4.tcp_wmem="4096 4096 4096" &&
-		sysctl -qw net.ipv4.tcp_rmem="4096 4096 4096" || fail "cannot set up the namespace"
+	ip link set lo up && small_socket_buffers || fail "cannot set up the namespace"
 	rc=0
 	for mode in $MODES; do
 		tight_case "$mode"

@@ -16,8 +16,7 @@ if [ -z "${SLOW_PEER_NS:-}" ]; then
 	ip netns del "$ns"
 	exit $rc
 fi
-ip link set lo up && sysctl -qw net.ipv4.tcp_wmem="4096 4096 4096" &&
-	sysctl -qw net.ipv4.tcp_rmem="4096 4096 4096" || fail "cannot set up the namespace"
+ip link set lo up && small_socket_buffers || fail "cannot set up the namespace"
 
 BYTES=$((512 * 1024))
 failed=0

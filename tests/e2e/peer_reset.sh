@@ -64,7 +64,16 @@ rc=$?
 [ "$rc" -eq 0 ] || bad "source exit $rc: $(one_line "$src_err") $(one_line "$src_out")"
 [ "$overlap" = yes ] || echo "note: source finished before the resets did (raise PEER_RESET_BYTES)"
 
-# the proxy drains on SIGTERM; then every upstream stream has ended
+# the source has written everything, but some of it may still be on its way
+# through the proxy, which stops reading on SIGTERM: wait (10 s at most)
+# until every stream has passed, i.e. no connection to the sink is left
+i=0
+while [ "$i" -lt 100 ]; do
+	n=$(ss -Htn state established "( dport = :$SINK_PORT )" 2>/dev/null | grep -c .)
+	[ "${n:-0}" -eq 0 ] && break
+	sleep 0.1
+	i=$((i + 1))
+done
 stop "$PROXY_PID" 10
 rc=$?
 [ "$rc" -eq 0 ] || bad "proxy exit $rc: $(one_line "$PROXY_ERR")"

@@ -101,18 +101,27 @@ static int uring_connect(struct sheaf_conn *c)
  * exactly, the kernel receives again into more and reports both as one
  * completion. With len = bufs * size + 1 it maps `bufs` whole buffers and
  * leaves the partial one out (docs/KERNEL.md; tests/kernel/recv_bundle_len.c
- * fails if a kernel does otherwise). With 1-byte buffers every len is a
- * multiple, and the budget is only approximate.
+ * fails if a kernel does otherwise). A pass maps at most 256 buffers, and a
+ * pass cut there rather than by len (len = 256 * size + 1 needs 257) is
+ * retried once, into at most 256 more: so 256 are asked for only where the
+ * budget covers 512, else at most 255.
+ * With 1-byte buffers every len is a multiple, and the budget is only
+ * approximate.
  */
 static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
 {
 	struct sheaf_loop *l = c->loop;
 	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
-	uint64_t len = (uint64_t)(l->recv_bundle ? bufs : 1) * l->cfg.buf_size;
+	uint64_t len;
 
+	if (bufs >= 2 * SHEAF__SRING_MAX)
+		bufs = SHEAF__SRING_MAX;
+	else if (bufs >= SHEAF__SRING_MAX)
+		bufs = SHEAF__SRING_MAX - 1;
+	len = (uint64_t)(l->recv_bundle ? bufs : 1) * l->cfg.buf_size;
 	if (l->recv_bundle)
 		len++;
-	io_uring_prep_recv(sqe, c->fd, NULL, len > (1u << 30) ? 1u << 30 : (uint32_t)len, 0);
+	io_uring_prep_recv(sqe, c->fd, NULL, (uint32_t)len, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = l->pool[c->dir].bgid;
 	if (l->recv_bundle)

@@ -5,7 +5,7 @@
 
 #include "backend.h"
 
-#define SHEAF__SRING_MAX 256 /* one bundle pass takes at most 256 entries */
+#define SHEAF__SRING_MAX 256 /* one bundle pass (send or receive) maps at most 256 buffers */
 
 /* A send ring: a window of one connection's queue the kernel sends from. */
 struct sheaf__sring {

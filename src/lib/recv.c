@@ -58,7 +58,8 @@ static void wait_remove(struct sheaf_conn *c)
 
 /*
  * Pauses c while its budget is too small to be worth a receive: until the
- * queue holding its data drains to half (sheaf__conn_sent releases it).
+ * queue holding its data drains to half (conn.c releases it when a send
+ * completes).
  */
 static bool pause_if_full(struct sheaf_conn *c, bool was_paused)
 {
@@ -104,7 +105,8 @@ void sheaf__recv_arm(struct sheaf_conn *c)
 	c->rx = SHEAF__RX_ARMED;
 	l->armed[c->dir]++;
 	l->st.recv_rearms++;
-	l->be->recv(c, budget(c));
+	/* at least one buffer: an unpaused fan-in sender may be over budget */
+	l->be->recv(c, budget(c) ? budget(c) : 1);
 }
 
 /* c stops receiving (closing): cancel what is in flight. */

@@ -32,28 +32,12 @@ SLOW_BYTES=8M    # per connection
 
 # tight_case MODE: inside the namespace (this script runs itself there).
 tight_case() {
-	local mode=$1 name run src src_err snk prc pool pool_ok short shorts="" reason="" runs=1
+	local mode=$1 name run prc pool pool_ok short shorts="" reason="" runs=1
 	name="short_sends $mode tight 4K socket buffers, echo 64K x$CONNS"
 	[ "$mode" = bundle ] && runs=$RUNS
 	for run in $(seq "$runs"); do
-		start_sink --listen 127.0.0.1:0 --verify --echo --conns "$CONNS" ||
-			{ echo "FAIL $name: sink did not start"; return 1; }
-		start_proxy_case "$name" --listen 127.0.0.1:0 --upstream "127.0.0.1:$SINK_PORT" \
-			--io "$mode" --buf-size 64K
-		case $? in 0) ;; 2) stop "$SINK_PID" 2; return 2 ;; *) stop "$SINK_PID" 2; return 1 ;; esac
-		src_err="$E2E_TMP/tight.$E2E_SEQ.err"
-		timeout 60 "$SHEAF" source --connect "127.0.0.1:$PROXY_PORT" --conns "$CONNS" \
-			--bytes 64M --verify --echo >/dev/null 2>"$src_err"
-		src=$?
-		wait_pid "$SINK_PID" 10
-		snk=$?
-		stop_proxy_check
-		shorts="$shorts $short"
-		[ "$src" -eq 0 ] || reason="$reason; run $run: source rc=$src: $(one_line "$src_err")"
-		[ "$snk" -eq 0 ] && grep -q "$CONNS streams, $CONNS intact" "$SINK_OUT" ||
-			reason="$reason; run $run: sink rc=$snk: $(one_line "$SINK_OUT")"
-		[ "$prc" -eq 0 ] || reason="$reason; run $run: proxy rc=$prc: $(one_line "$PROXY_ERR")"
-		[ "$pool_ok" -eq 0 ] || reason="$reason; run $run: pool free/bufs $pool"
+		echo_run "$mode" "$name" "$run" 64M 60
+		case $? in 0) ;; 2) return 2 ;; *) return 1 ;; esac
 		[ -z "$reason" ] || break
 		[ "$short" != n/a ] && [ "$short" -gt 0 ] && break
 	done
@@ -66,7 +50,6 @@ tight_case() {
 	echo "ok $name: 64M both ways verified; send_short per run:$shorts; pool $pool"
 }
 
-
 failed=0 passed=0 skipped=""
 
 # stop_proxy_check: stop the proxy; sets prc, pool, pool_ok, short.
@@ -78,35 +61,50 @@ stop_proxy_check() {
 	short=$(proxy_stat "$PROXY_OUT" send_short) || short=n/a
 }
 
+# echo_run MODE NAME RUN BYTES TIMEOUT: one verified echo run through a fresh
+# sink and proxy; adds to the caller's `reason` and `shorts`, sets prc,
+# pool, pool_ok and short. Returns 2 when the mode is missing, 1 when a
+# peer did not start.
+echo_run() {
+	local mode=$1 name=$2 run=$3 bytes=$4 limit=$5 src_out src_err src snk
+	if ! start_sink --listen 127.0.0.1:0 --verify --echo --conns "$CONNS"; then
+		echo "FAIL $name: sink did not start: $(one_line "$SINK_ERR")"
+		return 1
+	fi
+	start_proxy_case "$name" --listen 127.0.0.1:0 --upstream "127.0.0.1:$SINK_PORT" \
+		--io "$mode" --buf-size 64K
+	case $? in
+	0) ;;
+	2) stop "$SINK_PID" 2; return 2 ;;
+	*) stop "$SINK_PID" 2; return 1 ;;
+	esac
+	src_out="$E2E_TMP/source.$E2E_SEQ.out" src_err="$E2E_TMP/source.$E2E_SEQ.err"
+	timeout "$limit" "$SHEAF" source --connect "127.0.0.1:$PROXY_PORT" --conns "$CONNS" \
+		--bytes "$bytes" --verify --echo >"$src_out" 2>"$src_err"
+	src=$?
+	wait_pid "$SINK_PID" 10
+	snk=$?
+	stop_proxy_check
+	shorts="$shorts $short"
+	[ "$src" -eq 0 ] || reason="$reason; run $run: source rc=$src: $(one_line "$src_err")"
+	[ "$snk" -eq 0 ] && grep -q "$CONNS streams, $CONNS intact" "$SINK_OUT" ||
+		reason="$reason; run $run: sink rc=$snk: $(one_line "$SINK_OUT") $(one_line "$SINK_ERR")"
+	[ "$prc" -eq 0 ] || reason="$reason; run $run: proxy rc=$prc: $(one_line "$PROXY_ERR")"
+	[ "$pool_ok" -eq 0 ] || reason="$reason; run $run: pool free/bufs $pool"
+	return 0
+}
+
 # echo_case MODE: $RUNS verified echo runs, a fresh sink and proxy each.
 echo_case() {
-	local mode=$1 name run src_out src_err src snk prc pool pool_ok short shorts="" reason=""
+	local mode=$1 name run prc pool pool_ok short shorts="" reason=""
 	name="short_sends $mode echo 64K x$CONNS"
 	for run in $(seq "$RUNS"); do
-		if ! start_sink --listen 127.0.0.1:0 --verify --echo --conns "$CONNS"; then
-			echo "FAIL $name: sink did not start: $(one_line "$SINK_ERR")"
-			return 1
-		fi
-		start_proxy_case "$name" --listen 127.0.0.1:0 --upstream "127.0.0.1:$SINK_PORT" \
-			--io "$mode" --buf-size 64K
+		echo_run "$mode" "$name" "$run" "$ECHO_BYTES" 30
 		case $? in
 		0) ;;
-		2) stop "$SINK_PID" 2; skipped="$skipped $mode"; return 2 ;;
-		*) stop "$SINK_PID" 2; return 1 ;;
+		2) skipped="$skipped $mode"; return 2 ;;
+		*) return 1 ;;
 		esac
-		src_out="$E2E_TMP/source.$E2E_SEQ.out" src_err="$E2E_TMP/source.$E2E_SEQ.err"
-		timeout 30 "$SHEAF" source --connect "127.0.0.1:$PROXY_PORT" --conns "$CONNS" \
-			--bytes "$ECHO_BYTES" --verify --echo >"$src_out" 2>"$src_err"
-		src=$?
-		wait_pid "$SINK_PID" 10
-		snk=$?
-		stop_proxy_check
-		shorts="$shorts $short"
-		[ "$src" -eq 0 ] || reason="$reason; run $run: source rc=$src: $(one_line "$src_err")"
-		[ "$snk" -eq 0 ] && grep -q "$CONNS streams, $CONNS intact" "$SINK_OUT" ||
-			reason="$reason; run $run: sink rc=$snk: $(one_line "$SINK_OUT") $(one_line "$SINK_ERR")"
-		[ "$prc" -eq 0 ] || reason="$reason; run $run: proxy rc=$prc: $(one_line "$PROXY_ERR")"
-		[ "$pool_ok" -eq 0 ] || reason="$reason; run $run: pool free/bufs $pool"
 		[ -z "$reason" ] || break
 	done
 	if [ -n "$reason" ]; then

@@ -196,10 +196,13 @@ static uint32_t default_bufs(uint32_t buf_size)
 int io_config(const char *cmd, const struct io_opts *o, uint32_t max_conns,
 	      struct sheaf_loop_config *cfg)
 {
-	struct sheaf_probe p;
+	struct sheaf_probe p = { .size = sizeof(p) };
 	int io = sheaf_io_resolve(o->io);
 
-	memset(cfg, 0, sizeof(*cfg));
+	sheaf_loop_config_init(cfg);
+	cfg->nodelay = 0;
+	cfg->write_bufs = 0;
+	cfg->connect_timeout_ms = cfg->stall_timeout_ms = 0;
 	if (io < 0) {
 		sheaf_probe(&p);
 		if (io == -EINVAL)

@@ -20,7 +20,7 @@ int cmd_probe(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "json", no_argument, 0, 'j' }, { "help", no_argument, 0, 'h' }, { 0 }
 	};
-	struct sheaf_probe p;
+	struct sheaf_probe p = { .size = sizeof(p) };
 	int json = 0, c, io;
 	const char *env = getenv("SHEAF_IO");
 

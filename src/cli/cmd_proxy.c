@@ -307,7 +307,7 @@ static void stats_add(struct sheaf_stats *t, const struct sheaf_stats *s)
 static int setup_workers(struct proxy_opts *o, struct sheaf_loop_config *cfg,
 			 struct worker *w)
 {
-	struct sheaf_callbacks cb = { .on_accept = on_accept, .on_connect = on_connect,
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = on_accept, .on_connect = on_connect,
 				      .on_close = on_close };
 	int err = 0, fd;
 
@@ -370,7 +370,7 @@ static void run_workers(struct worker *w, uint32_t n)
 static int finish_workers(struct worker *w, uint32_t n, const struct proxy_opts *o,
 			  enum sheaf_io io)
 {
-	struct sheaf_stats all = { 0 }, st;
+	struct sheaf_stats all = { 0 }, st = { .size = sizeof(st) };
 	int ret = 0;
 
 	if (!o->quiet && n > 1)

@@ -245,7 +245,7 @@ static int summary(struct sink *s)
 int cmd_sink(int argc, char **argv)
 {
 	static struct sink s;
-	struct sheaf_callbacks cb = { .on_accept = on_accept, .on_data = on_data,
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = on_accept, .on_data = on_data,
 				      .on_eof = on_eof, .on_close = on_close };
 	struct sheaf_loop_config cfg;
 	int ret, err = 0;

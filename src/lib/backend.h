@@ -45,6 +45,9 @@ struct sheaf__backend {
 	 * every event. Returns 0 or -errno. */
 	int (*wait)(struct sheaf_loop *l, int timeout_ms,
 		    void (*fire)(struct sheaf_loop *l, const struct sheaf__event *ev));
+	/* Reports fd readable as SHEAF__OP_WAKE events (with F_MORE while it
+	 * stays watched; without, watch again). 0 or -errno. */
+	int (*watch)(struct sheaf_loop *l, int fd);
 	/* Send rings registered (a gauge for the stats). */
 	uint32_t (*sendrings)(const struct sheaf_loop *l);
 };

@@ -341,10 +341,20 @@ static int ep_wait(struct sheaf_loop *l, int timeout_ms,
 
 		if (sheaf__ud_op(u) == SHEAF__OP_ACCEPT)
 			accept_ready(l, sheaf__ud_slot(u), fire);
+		else if (sheaf__ud_op(u) == SHEAF__OP_WAKE)
+			fire(l, &(struct sheaf__event){ u, 0, IORING_CQE_F_MORE });
 		else if ((c = conn_of(l, u)))
 			conn_ready(l, c, ev[i].events, fire);
 	}
 	return 0;
+}
+
+static int ep_watch(struct sheaf_loop *l, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	ev.data.u64 = sheaf__ud(SHEAF__OP_WAKE, 0, 0);
+	return epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
 }
 
 static uint32_t ep_sendrings(const struct sheaf_loop *l) { return 0; }
@@ -362,5 +372,6 @@ const struct sheaf__backend sheaf__epoll_backend = {
 	.abort = ep_abort,
 	.release = ep_release,
 	.wait = ep_wait,
+	.watch = ep_watch,
 	.sendrings = ep_sendrings,
 };

@@ -35,6 +35,7 @@ enum sheaf__op {
 	SHEAF__OP_RECV,
 	SHEAF__OP_SEND,
 	SHEAF__OP_CANCEL,
+	SHEAF__OP_WAKE,   /* the loop's eventfd is readable (sheaf_loop_post) */
 };
 
 static inline uint64_t sheaf__ud(unsigned op, uint32_t slot, uint32_t gen)
@@ -90,6 +91,9 @@ int sheaf__pool_init(struct sheaf__pool *p, uint32_t buf_size, uint32_t nbufs,
 void sheaf__pool_fini(struct sheaf__pool *p);
 void sheaf__pool_put(struct sheaf__pool *p, uint16_t bid);
 void sheaf__pool_flush(struct sheaf__pool *p);
+/* Takes the oldest free buffer (the write pool, which no kernel consumes);
+ * SHEAF__NIL when none is free. */
+uint16_t sheaf__pool_take(struct sheaf__pool *p);
 static inline uint32_t sheaf__pool_free(const struct sheaf__pool *p)
 {
 	return p->nbufs - p->held;
@@ -116,14 +120,21 @@ int sheaf__bundle_map(struct sheaf__pool *p, uint16_t first_bid, uint32_t res,
 int sheaf__bundle_resync(struct sheaf__pool *p, uint16_t first_bid);
 
 /*
- * Buffers as the rest of the library names them. A loop has two pools, one
- * per direction (see sheaf__dir): a global id carries the pool in bit 15
- * and the pool's own id below it, so one queue may hold buffers of both.
+ * Buffers as the rest of the library names them. A loop has two receive
+ * pools, one per direction (SHEAF__DIR_IN/OUT), and a write pool for what
+ * the program writes itself (SHEAF__DIR_APP, not known to the kernel): a
+ * global id carries the pool in bits 14-15 and the pool's own id below it
+ * (a pool has at most 16384 buffers), so one queue may hold buffers of all
+ * three. Pool 3 is never used, so SHEAF__NIL is no buffer.
  */
-#define SHEAF__DIRS 2
-#define SHEAF__GID(dir, bid) ((uint16_t)((dir) << 15 | (bid)))
-#define SHEAF__GID_DIR(g) ((g) >> 15)
-#define SHEAF__GID_BID(g) ((uint16_t)((g) & 0x7fff))
+#define SHEAF__DIRS 2  /* receive pools */
+#define SHEAF__POOLS 3 /* and the write pool */
+#define SHEAF__DIR_APP 2
+#define SHEAF__GID(dir, bid) ((uint16_t)((dir) << 14 | (bid)))
+#define SHEAF__GID_DIR(g) ((g) >> 14)
+#define SHEAF__GID_BID(g) ((uint16_t)((g) & 0x3fff))
+/* next[] of a write-pool buffer the program holds (sheaf_conn_buf_get) */
+#define SHEAF__APP_HELD 0xfffeu
 
 static inline uint8_t *sheaf__buf(struct sheaf__pool *pools, uint16_t g)
 {
@@ -227,13 +238,20 @@ struct sheaf_conn {
 	uint8_t dir;                   /* which pool it receives into */
 	bool started;
 	bool reaping;                  /* on the loop's reap list */
+	bool user_paused;              /* sheaf_conn_pause: no on_data */
+	bool held_eof;                 /* EOF came while paused */
+	bool want_write;               /* a write fell short: on_writable due */
+	bool resuming;                 /* on the loop's resume list */
 	struct sheaf_conn *peer;       /* linked: what we receive goes there */
 	struct sheaf_conn *paused_src; /* the sender we paused (queue full) */
 	struct sheaf_conn *paused_by;  /* whose full queue paused us */
 	struct sheaf_conn *wait_next;  /* on the wait list */
 	struct sheaf_conn *reap_next;  /* on the reap list */
 	struct sheaf_conn *dnext, *dprev; /* on the connect deadline list */
+	struct sheaf_conn *resume_next;   /* on the resume list */
+	struct sheaf_conn *wwait_next;    /* waiting for write-pool buffers */
 	struct sheaf__sendq q;
+	struct sheaf__sendq held;      /* received while paused (not sent) */
 	unsigned sends;                /* send SQEs in flight */
 	unsigned inflight;             /* SQEs of any kind in flight */
 	void *io;                      /* the backend's per-connection state */
@@ -263,13 +281,39 @@ struct sheaf__listener {
 
 struct sheaf__backend;
 
+/* Timers: a binary min-heap by deadline (timer.c). */
+struct sheaf_timer {
+	struct sheaf_loop *loop;
+	double when;
+	double every;            /* seconds, 0 for one shot */
+	uint32_t idx;            /* position in the heap */
+	void (*fn)(struct sheaf_timer *t, void *arg);
+	void *arg;
+};
+struct sheaf__timers {
+	struct sheaf_timer **heap;
+	uint32_t n, cap;
+};
+void sheaf__timers_fini(struct sheaf__timers *ts);
+double sheaf__timers_next(const struct sheaf__timers *ts); /* 0: none */
+void sheaf__timers_run(struct sheaf_loop *l);
+
+/* sheaf_loop_post (post.c): a locked queue and an eventfd the backend
+ * watches (event SHEAF__OP_WAKE). */
+struct sheaf__posts;
+int sheaf__posts_init(struct sheaf_loop *l);
+void sheaf__posts_fini(struct sheaf_loop *l);
+int sheaf__posts_fd(const struct sheaf_loop *l);
+void sheaf__posts_wake(struct sheaf_loop *l); /* async-signal-safe */
+void sheaf__posts_run(struct sheaf_loop *l);  /* reads the eventfd, runs them */
+
 struct sheaf_loop {
 	const struct sheaf__backend *be;
 	void *be_state;              /* the backend's, behind one pointer */
 	struct sheaf_loop_config cfg;
 	struct sheaf_callbacks cb;
 	void *data;
-	struct sheaf__pool pool[SHEAF__DIRS];
+	struct sheaf__pool pool[SHEAF__POOLS];
 	unsigned armed[SHEAF__DIRS]; /* receives in flight per pool */
 	bool recv_bundle;            /* cleared if the mapping guard trips */
 	bool enabled;                /* sheaf_loop_run started */
@@ -279,6 +323,10 @@ struct sheaf_loop {
 	unsigned nlisten;
 	struct sheaf_conn *wait_head, *wait_tail;
 	struct sheaf_conn *reap;     /* closed, to be freed after this batch */
+	struct sheaf_conn *resume;   /* resumed with held data, delivered next turn */
+	struct sheaf_conn *wwait;    /* waiting for a free write-pool buffer */
+	struct sheaf__timers timers;
+	struct sheaf__posts *posts;  /* sheaf_loop_post's queue and wake-up */
 	struct sheaf_conn *dl_head, *dl_tail; /* connects, by deadline */
 	uint32_t rearm_min;          /* free buffers that re-arm every waiter */
 	uint32_t hold_max;           /* buffers one queue may hold (docs/POOL.md) */
@@ -312,6 +360,8 @@ void sheaf__conn_event(struct sheaf_loop *l, const struct sheaf__event *ev);
 void sheaf__conn_connected(struct sheaf_conn *c, int res);
 void sheaf__conn_abort(struct sheaf_conn *c, int err);
 void sheaf__reap(struct sheaf_loop *l);
+void sheaf__conn_resumed(struct sheaf_loop *l);  /* held data of resumed conns */
+void sheaf__conn_writable(struct sheaf_loop *l); /* write-pool waiters */
 
 /* recv.c, for conn.c and loop.c */
 void sheaf__recv_arm(struct sheaf_conn *c);

@@ -4,6 +4,7 @@
  * It knows the backend only through backend.h.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,18 +16,59 @@
 #define RELISTEN_SECONDS 0.05 /* out of descriptors: try accepting again then */
 #define HOLD_BYTES (256u * 1024) /* what one queue may hold, at most */
 
-int sheaf_config_check(const struct sheaf_loop_config *cfg)
+/* The first version of each struct ended here: a smaller size is refused. */
+#define CONFIG_V0 offsetof(struct sheaf_loop_config, write_bufs)
+#define CALLBACKS_V0 offsetof(struct sheaf_callbacks, on_writable)
+
+void sheaf_loop_config_init(struct sheaf_loop_config *cfg)
 {
-	if (cfg->io <= SHEAF_IO_AUTO || cfg->io >= SHEAF_IO__COUNT)
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
+	cfg->io = SHEAF_IO_AUTO;
+	cfg->buf_size = 4096;
+	cfg->nbufs = 2048;
+	cfg->write_bufs = 256;
+	cfg->max_conns = 1024;
+	cfg->nodelay = 1;
+	cfg->connect_timeout_ms = 5000;
+	cfg->stall_timeout_ms = 30000;
+}
+
+/* A copy of the caller's struct of `size` bytes (its first field), zero
+ * beyond what the caller knows; -EINVAL when too small to be any version. */
+static int copy_sized(void *dst, size_t dst_len, const void *src, size_t min_len)
+{
+	uint32_t size = *(const uint32_t *)src;
+
+	if (size < min_len)
+		return -EINVAL;
+	memset(dst, 0, dst_len);
+	memcpy(dst, src, size < dst_len ? size : dst_len);
+	*(uint32_t *)dst = (uint32_t)dst_len;
+	return 0;
+}
+
+static int check(const struct sheaf_loop_config *cfg)
+{
+	if (cfg->io < SHEAF_IO_AUTO || cfg->io >= SHEAF_IO__COUNT)
 		return -EINVAL;
 	if (!cfg->buf_size || cfg->buf_size > SHEAF_MAX_BUF_SIZE)
 		return -EINVAL;
 	if (cfg->nbufs < 2 || cfg->nbufs > SHEAF_MAX_BUFS ||
 	    (cfg->nbufs & (cfg->nbufs - 1)))
 		return -EINVAL;
+	if (cfg->write_bufs > SHEAF_MAX_WRITE_BUFS || (cfg->write_bufs & (cfg->write_bufs - 1)))
+		return -EINVAL;
 	if (!cfg->max_conns || cfg->max_conns > 0xfffff0)
 		return -EINVAL;
 	return 0;
+}
+
+int sheaf_config_check(const struct sheaf_loop_config *cfg)
+{
+	struct sheaf_loop_config c;
+
+	return copy_sized(&c, sizeof(c), cfg, CONFIG_V0) ?: check(&c);
 }
 
 /*
@@ -65,13 +107,18 @@ static int loop_alloc(struct sheaf_loop *l)
 	for (unsigned d = 0; d < SHEAF__DIRS && !ret; d++)
 		ret = sheaf__pool_init(&l->pool[d], l->cfg.buf_size,
 				       l->cfg.nbufs / SHEAF__DIRS, (uint16_t)d);
-	return ret;
+	if (!ret && l->cfg.write_bufs)
+		ret = sheaf__pool_init(&l->pool[SHEAF__DIR_APP], l->cfg.buf_size,
+				       l->cfg.write_bufs, SHEAF__DIR_APP);
+	return ret ?: sheaf__posts_init(l);
 }
 
 static void loop_dealloc(struct sheaf_loop *l)
 {
-	for (unsigned d = 0; d < SHEAF__DIRS; d++)
+	for (unsigned d = 0; d < SHEAF__POOLS; d++)
 		sheaf__pool_fini(&l->pool[d]);
+	sheaf__posts_fini(l);
+	sheaf__timers_fini(&l->timers);
 	free(l->conns);
 	free(l->free_slots);
 	free(l->bids);
@@ -84,16 +131,22 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 				  int *err)
 {
 	struct sheaf_loop *l;
-	int ret = sheaf_config_check(cfg);
+	int ret = -ENOMEM;
 
-	if (ret)
-		goto fail;
-	ret = -ENOMEM;
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		goto fail;
-	l->cfg = *cfg;
-	l->cb = *cb;
+	ret = copy_sized(&l->cfg, sizeof(l->cfg), cfg, CONFIG_V0) ?:
+	      copy_sized(&l->cb, sizeof(l->cb), cb, CALLBACKS_V0) ?: check(&l->cfg);
+	if (!ret && l->cfg.io == SHEAF_IO_AUTO) {
+		ret = sheaf_io_resolve(SHEAF_IO_AUTO);
+		if (ret > 0)
+			l->cfg.io = ret, ret = 0;
+	}
+	if (ret) {
+		free(l);
+		goto fail;
+	}
 	l->data = data;
 	l->be = cfg->io == SHEAF_IO_EPOLL ? &sheaf__epoll_backend : &sheaf__uring_backend;
 	l->recv_bundle = cfg->io == SHEAF_IO_BUNDLE || cfg->io == SHEAF_IO_SENDMSG ||
@@ -103,6 +156,8 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 	ret = loop_alloc(l);
 	if (!ret)
 		ret = l->be->init(l);
+	if (!ret && (ret = l->be->watch(l, sheaf__posts_fd(l))))
+		l->be->fini(l);
 	if (ret) {
 		loop_dealloc(l);
 		goto fail;
@@ -204,8 +259,17 @@ static bool listeners_armed(const struct sheaf_loop *l)
 
 /* ---- stop and timers -------------------------------------------------- */
 
-void sheaf_loop_stop(struct sheaf_loop *l) { l->stop_req = 1; }
-void sheaf_loop_break(struct sheaf_loop *l) { l->break_req = 1; }
+void sheaf_loop_stop(struct sheaf_loop *l)
+{
+	l->stop_req = 1;
+	sheaf__posts_wake(l);
+}
+
+void sheaf_loop_break(struct sheaf_loop *l)
+{
+	l->break_req = 1;
+	sheaf__posts_wake(l);
+}
 
 static void begin_stop(struct sheaf_loop *l)
 {
@@ -314,6 +378,8 @@ static int next_timeout(const struct sheaf_loop *l)
 {
 	double next = earlier(earlier(l->drain_deadline, l->next_sweep), l->next_stall);
 
+	next = earlier(next, sheaf__timers_next(&l->timers));
+
 	if (l->dl_head)
 		next = earlier(next, l->dl_head->deadline);
 	for (unsigned i = 0; i < l->nlisten; i++)
@@ -344,6 +410,7 @@ static void run_timers(struct sheaf_loop *l)
 		stall_sweep(l);
 		stall_arm(l);
 	}
+	sheaf__timers_run(l);
 	if (l->drain_deadline && l->drain_deadline <= l->now) {
 		l->drain_deadline = 0;
 		for (uint32_t i = 0; i < l->cfg.max_conns; i++)
@@ -355,10 +422,18 @@ static void run_timers(struct sheaf_loop *l)
 
 static void fire(struct sheaf_loop *l, const struct sheaf__event *ev)
 {
-	if (sheaf__ud_op(ev->ud) == SHEAF__OP_ACCEPT)
+	switch (sheaf__ud_op(ev->ud)) {
+	case SHEAF__OP_ACCEPT:
 		on_accept(l, ev);
-	else
+		break;
+	case SHEAF__OP_WAKE:
+		sheaf__posts_run(l);
+		if (!(ev->flags & IORING_CQE_F_MORE) && l->be->watch(l, sheaf__posts_fd(l)))
+			l->break_req = 1; /* cannot happen: the ring has room */
+		break;
+	default:
 		sheaf__conn_event(l, ev);
+	}
 }
 
 /*
@@ -373,6 +448,10 @@ static bool turn_begin(struct sheaf_loop *l)
 	sheaf__reap(l);
 	if (l->stopping && !l->nconns && !listeners_armed(l))
 		return false;
+	if (l->resume)
+		sheaf__conn_resumed(l);
+	if (l->wwait)
+		sheaf__conn_writable(l);
 	for (unsigned d = 0; d < SHEAF__DIRS; d++)
 		sheaf__pool_flush(&l->pool[d]);
 	if (l->wait_head)
@@ -403,15 +482,19 @@ int sheaf_loop_run(struct sheaf_loop *l)
 	return 0;
 }
 
-void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *st)
+void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *out)
 {
-	*st = l->st;
-	st->pool_bufs = st->pool_free = 0;
-	for (unsigned d = 0; d < SHEAF__DIRS; d++) {
-		st->pool_bufs += l->pool[d].nbufs;
-		st->pool_free += sheaf__pool_free(&l->pool[d]);
-		st->bundle_mismatch += l->pool[d].mismatches;
+	struct sheaf_stats s = l->st;
+	uint32_t size = out->size;
+
+	s.pool_bufs = s.pool_free = 0;
+	for (unsigned d = 0; d < SHEAF__POOLS; d++) {
+		s.pool_bufs += l->pool[d].nbufs;
+		s.pool_free += sheaf__pool_free(&l->pool[d]);
+		s.bundle_mismatch += l->pool[d].mismatches;
 	}
-	st->conns = l->nconns;
-	st->sendrings = l->be->sendrings(l);
+	s.conns = l->nconns;
+	s.sendrings = l->be->sendrings(l);
+	s.size = size < sizeof(s) ? size : (uint32_t)sizeof(s);
+	memcpy(out, &s, s.size);
 }

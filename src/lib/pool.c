@@ -115,3 +115,15 @@ void sheaf__pool_flush(struct sheaf__pool *p)
 	io_uring_buf_ring_advance(p->br, n);
 	p->published = p->tail;
 }
+
+uint16_t sheaf__pool_take(struct sheaf__pool *p)
+{
+	uint16_t bid;
+
+	if (p->held == p->nbufs)
+		return SHEAF__NIL;
+	bid = p->shadow[p->head & p->mask];
+	p->head++;
+	p->held++;
+	return bid;
+}

@@ -4,6 +4,7 @@
  * socketpair where no bit exists.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,19 +203,16 @@ static void choose(struct sheaf_probe *p)
 }
 
 static struct sheaf_probe cached;
-static int cached_ret = 1;
+static int cached_ret;
+static pthread_once_t probed = PTHREAD_ONCE_INIT;
 
-int sheaf_probe(struct sheaf_probe *p)
+static void probe_once(void)
 {
 	struct io_uring ring;
 	struct utsname u;
 	int ret;
 
-	if (cached_ret <= 0) {
-		*p = cached;
-		return cached_ret;
-	}
-	memset(&cached, 0, sizeof(cached));
+	cached.size = sizeof(cached);
 	if (!uname(&u))
 		snprintf(cached.release, sizeof(cached.release), "%s", u.release);
 	ret = io_uring_queue_init(8, &ring, 0);
@@ -229,7 +227,17 @@ int sheaf_probe(struct sheaf_probe *p)
 	}
 	choose(&cached);
 	cached_ret = cached.io_uring ? 0 : ret;
-	*p = cached;
+}
+
+int sheaf_probe(struct sheaf_probe *p)
+{
+	uint32_t size = p->size;
+
+	if (size < sizeof(cached))
+		return -EINVAL; /* the first version is this one */
+	pthread_once(&probed, probe_once);
+	memcpy(p, &cached, sizeof(cached));
+	p->size = size;
 	return cached_ret;
 }
 
@@ -252,7 +260,7 @@ static int supported(const struct sheaf_probe *p, enum sheaf_io io)
 
 int sheaf_io_resolve(enum sheaf_io requested)
 {
-	struct sheaf_probe p;
+	struct sheaf_probe p = { .size = sizeof(p) };
 	const char *env = getenv("SHEAF_IO");
 	int io = requested;
 

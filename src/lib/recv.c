@@ -92,7 +92,7 @@ void sheaf__recv_arm(struct sheaf_conn *c)
 	uint32_t free = sheaf__pool_free(&l->pool[c->dir]);
 	bool was_paused = c->rx == SHEAF__RX_PAUSED;
 
-	if (c->state != SHEAF__OPEN || !c->started ||
+	if (c->state != SHEAF__OPEN || !c->started || c->user_paused ||
 	    (c->rx != SHEAF__RX_IDLE && !was_paused))
 		return;
 	c->rx = SHEAF__RX_IDLE;

@@ -3,6 +3,7 @@
  * the completion loop. Sending is in uring_send.c.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -81,6 +82,15 @@ static int uring_listen(struct sheaf_loop *l, unsigned i)
 static void uring_unlisten(struct sheaf_loop *l, unsigned i)
 {
 	shutdown(l->listen[i].fd, SHUT_RDWR);
+}
+
+static int uring_watch(struct sheaf_loop *l, int fd)
+{
+	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
+
+	io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+	sqe->user_data = sheaf__ud(SHEAF__OP_WAKE, 0, 0);
+	return 0;
 }
 
 static int uring_connect(struct sheaf_conn *c)
@@ -199,5 +209,6 @@ const struct sheaf__backend sheaf__uring_backend = {
 	.abort = uring_abort,
 	.release = sheaf__uring_send_release,
 	.wait = uring_wait,
+	.watch = uring_watch,
 	.sendrings = uring_sendrings,
 };

@@ -558,7 +558,7 @@ static void proto_wrong_bid(void **state)
 	second = *sheaf__buf_next(p.s.pools, p.b.q.head);
 	proto_refused(&p, 1, fbuf(second));
 	proto_refused(&p, -EAGAIN, fbuf(second));
-	proto_refused(&p, 0, fbuf(p.b.q.head ^ 0x8000)); /* the other pool */
+	proto_refused(&p, 0, fbuf(p.b.q.head ^ SHEAF__GID(1, 0))); /* the other pool */
 	proto_teardown(&p);
 }
 

@@ -147,6 +147,11 @@ struct sheaf_loop_config {
 	uint32_t write_bufs;  /* buffers (of buf_size) for what the program writes
 			       * itself (sheaf_conn_write, sheaf_conn_buf_get):
 			       * 0, or a power of two up to 16384; 0 = no writes */
+	uint32_t accept_max;  /* accepted connections open at once: at this count
+			       * (or with no free slot) listeners stop accepting,
+			       * and new clients wait in the kernel's backlog until
+			       * one closes; 0 = max_conns */
+	uint32_t backlog;     /* listen(2) backlog; 0 = 4096 */
 };
 
 /* Limits for the configuration above. */
@@ -229,7 +234,8 @@ struct sheaf_timer *sheaf_timer_add(struct sheaf_loop *loop, uint32_t after_ms,
 void sheaf_timer_cancel(struct sheaf_timer *t);
 
 /*
- * Listens on addr (backlog 4096; a multishot accept, or epoll readiness);
+ * Listens on addr (backlog from the configuration; one accept in flight at
+ * a time, or epoll readiness);
  * on_accept gets listen_data. Returns the listening fd (owned by the loop:
  * do not close it) or -errno (-ENOSPC after 8 listeners). Loop thread, or
  * before the loop first runs.
@@ -341,7 +347,9 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 /* Counters (uint64_t): events since the loop was created. */
 #define SHEAF_STATS_COUNTERS(X) \
 	X(accepted)        /* connections accepted */ \
-	X(rejected)        /* accepted, then closed at once (max_conns, stopping) */ \
+	X(rejected)        /* accepted, then closed at once (stopping) */ \
+	X(accept_pauses)   /* listeners stopped at accept_max or out of slots or \
+			      descriptors: clients waited in the backlog */ \
 	X(connects)        /* outgoing connections started (sheaf_connect) */ \
 	X(connect_failed)  /* of those, failed or timed out */ \
 	X(closed)          /* connections closed, for any reason */ \

@@ -407,6 +407,7 @@ int cmd_proxy(int argc, char **argv)
 
 	if ((ret = parse(argc, argv, &o)) || (ret = io_config("proxy", &o.io, 2 * o.max_conns, &cfg)))
 		return ret;
+	cfg.accept_max = o.max_conns; /* each client needs a slot for its upstream too */
 	cfg.nodelay = o.nodelay;
 	cfg.connect_timeout_ms = o.connect_timeout_ms;
 	cfg.idle_timeout_ms = o.idle_timeout_ms;

@@ -151,6 +151,8 @@ static void conn_free(struct sheaf_conn *c)
 	l->st.closed++;
 	if (l->cb.on_close)
 		l->cb.on_close(c, err);
+	if (c->dir == SHEAF__DIR_IN)
+		l->accepted_open--;
 	c->state = SHEAF__FREE;
 	c->gen++;
 	l->free_slots[l->nfree++] = c->slot;

@@ -275,6 +275,7 @@ struct sheaf_conn {
 struct sheaf__listener {
 	int fd;
 	bool armed;
+	bool paused;     /* stopped at accept_max: listen again when one closes */
 	void *data;
 	double retry_at; /* re-listen then (out of descriptors), or 0 */
 };
@@ -319,6 +320,8 @@ struct sheaf_loop {
 	bool enabled;                /* sheaf_loop_run started */
 	struct sheaf_conn *conns;
 	uint32_t *free_slots, nfree, nconns;
+	uint32_t accepted_open;      /* accepted connections not yet freed */
+	bool accept_paused;          /* a listener is paused (accept_max) */
 	struct sheaf__listener listen[SHEAF__MAX_LISTEN];
 	unsigned nlisten;
 	struct sheaf_conn *wait_head, *wait_tail;

@@ -175,6 +175,10 @@ void sheaf_conn_close(struct sheaf_conn *c);
 void *sheaf_conn_data(const struct sheaf_conn *c);
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data);
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
+/* The connection's socket, for getpeername, getsockopt and the like; the
+ * loop owns it (never read, write or close it, nor change its flags). Valid
+ * until on_close: the socket is closed before that callback. */
+int sheaf_conn_fd(const struct sheaf_conn *c);
 
 /*
  * Statistics of one loop (sheaf_loop_stats). Each field is named once, in

@@ -481,3 +481,4 @@ void sheaf_conn_close(struct sheaf_conn *c)
 void *sheaf_conn_data(const struct sheaf_conn *c) { return c->data; }
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data) { c->data = data; }
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c) { return c->loop; }
+int sheaf_conn_fd(const struct sheaf_conn *c) { return c->fd; }

@@ -80,11 +80,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # wait_port FILE [PID]: poll up to 5 s for a "listening on HOST:PORT" line in
-# FILE and print PORT.  Returns 1 on timeout or when PID died first.
+# FILE (HOST: IPv4 or [IPv6]) and print PORT.  Returns 1 on timeout or when PID
+# died first.
 wait_port() {
 	local file=$1 pid=${2:-} i=0 port
 	while [ "$i" -lt 50 ]; do
-		port=$(sed -n 's/.*listening on [0-9.]*:\([0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -n1)
+		port=$(sed -n 's/.*listening on \(\[[0-9a-fA-F:.]*\]\|[0-9.]*\):\([0-9][0-9]*\).*/\2/p' \
+			"$file" 2>/dev/null | head -n1)
 		if [ "$port" = 0 ]; then
 			echo "wait_port: $file names port 0, not the bound port (stale binary?)" >&2
 			return 1

@@ -32,6 +32,7 @@ start_proxy --listen 127.0.0.1:0 "${UPS[@]:0:4}" --balance leastconn --threads 2
 # next 3 must all go to B (0, 1, 2 open against A's 3)
 got=$(timeout 30 python3 - "$PROXY_PORT" "$REPO_ROOT/tests/e2e" 2>&1 <<'PY'
 import sys, time
+sys.dont_write_bytecode = True
 sys.path.insert(0, sys.argv[2])
 from servers import read_line
 import socket

@@ -334,8 +334,9 @@ void sheaf_conn_close(struct sheaf_conn *c);
 void *sheaf_conn_data(const struct sheaf_conn *c);
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data);
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
-/* c's socket, for getpeername, getsockopt and the like; owned by the
- * loop: never read, write or close it. Loop thread. */
+/* The connection's socket, for getpeername, getsockopt and the like; the
+ * loop owns it (never read, write or close it, nor change its flags). Valid
+ * until on_close: the socket is closed before that callback. Loop thread. */
 int sheaf_conn_fd(const struct sheaf_conn *c);
 
 /*

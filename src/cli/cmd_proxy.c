@@ -3,25 +3,49 @@
 #include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <signal.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "upstream.h"
 
 static const char help[] =
 	"usage: sheaf proxy --listen HOST:PORT --upstream HOST:PORT [options]\n"
-	"Accepts TCP connections and links each to a new connection to the upstream;\n"
+	"Accepts TCP connections and links each to a new connection to an upstream;\n"
 	"bytes move both ways by reference through one provided-buffer pool.\n"
+	"It connects to an upstream only for a client (no probe at start: it starts\n"
+	"and listens with every upstream down). HOST is an IPv4 address, [IPv6] or a\n"
+	"name, resolved once at start to its first address (exit 2 if it does not\n"
+	"resolve); each upstream keeps its address family.\n"
 	"Runs until SIGINT/SIGTERM, then drains (at most 2 s) and prints its counters.\n"
 	"  --listen HOST:PORT     address to accept on\n"
-	"  --upstream HOST:PORT   where to connect for each client; repeat it for several: each\n"
-	"                         client goes to the next in turn, and to the one after if\n"
-	"                         connecting fails (at least one must listen at start)\n"
+	"  --upstream HOST:PORT   where to connect for a client; repeat it (at most 16)\n"
+	"  --balance ALGO         which upstream a client goes to (as HAProxy's balance):\n"
+	"                         roundrobin  the next up one in turn (default)\n"
+	"                         leastconn   the up one with the fewest connections open\n"
+	"                                     or opening, over all threads (ties in turn)\n"
+	"                         source      a hash of the client's IP address (not its\n"
+	"                                     port) modulo the number of up upstreams, in\n"
+	"                                     their order: an address keeps its upstream\n"
+	"                                     while that set does not change\n"
+	"Health, learnt from the connects made for clients: a connect that fails or\n"
+	"times out marks that upstream down (\"sheaf proxy: upstream X down: REASON\" on\n"
+	"stderr, once; \"upstream X up\" when a connect to it succeeds again) and the\n"
+	"client tries the next one. A down upstream gets no client for 1 s; then the\n"
+	"next client tries it first; each failure while down doubles that pause, up to\n"
+	"30 s. When every upstream is down, a client still tries each, the least\n"
+	"recently failed first, and is closed only if all fail (counted as no_upstream);\n"
+	"HAProxy would close it at once.\n"
+	"  --check-interval MS    also check actively: a TCP connect to each upstream every\n"
+	"                         MS milliseconds, closed at once; one result marks it up or\n"
+	"                         down (HAProxy's defaults: 2 to go up, 3 to go down); a\n"
+	"                         check fails after --connect-timeout or MS, the shorter\n"
+	"                         (default 0: no checks, no connection but for clients)\n"
 	"  --io MODE              auto|bundle|ring|plain|sendmsg|epoll (default auto,\n"
 	"                         see sheaf probe)\n"
 	"  --buf-size BYTES       pool buffer size, 1 .. 1M (default 4K; suffixes K M G)\n"
@@ -32,36 +56,31 @@ static const char help[] =
 	"  --max-conns N          client connections at once, per thread (default 4096; the\n"
 	"                         rest are refused)\n"
 	"  --threads N            event loops, one per thread, each with its own io_uring,\n"
-	"                         pool (--bufs each) and SO_REUSEPORT listener (default 1)\n"
-	"  --connect-timeout MS   give up connecting to the upstream after MS milliseconds and\n"
-	"                         close the client (default 5000; 0 = wait for the kernel)\n"
+	"                         pool (--bufs each) and SO_REUSEPORT listener (default 1);\n"
+	"                         they share the upstreams' state\n"
+	"  --connect-timeout MS   give up connecting to an upstream after MS milliseconds\n"
+	"                         (default 5000; 0 = wait for the kernel)\n"
 	"  --idle-timeout MS      close a client and its upstream connection once neither\n"
 	"                         moved a byte for MS milliseconds (default 0: never)\n"
 	"  --stall-timeout MS     while connections wait for pool buffers, close the ones\n"
 	"                         whose peer read nothing of their queue for MS milliseconds\n"
 	"                         (they pin buffers the others need; default 30000, 0 = never;\n"
 	"                         docs/POOL.md)\n"
-	"  --nodelay              set TCP_NODELAY on both sides (lower latency for small\n"
-	"                         writes; more, smaller packets)\n"
-	"  --quiet                print only errors\n"
+	"  --nodelay              TCP_NODELAY on both sides: lower latency for small writes\n"
+	"                         (the default, as in HAProxy's tcp mode)\n"
+	"  --no-nodelay           leave Nagle's algorithm on (fewer, larger packets)\n"
+	"  --quiet                print only errors and the upstream down/up lines\n"
+	"The counters (one JSON line) end with the proxy's own: no_upstream (clients\n"
+	"closed because no upstream connected) and upstreams_down (at the stop).\n"
 	"Exit status: 0 after a clean stop, 1 on a runtime error (or buffers not returned),\n"
 	"2 on bad usage.\n";
-
-#define MAX_UPSTREAMS 16
-
-/* The upstreams, shared by all threads: a client goes to the next one in
- * turn, and to the one after that if connecting fails. */
-struct upstreams {
-	struct addr a[MAX_UPSTREAMS];
-	unsigned n;
-	atomic_uint next;
-};
 
 struct proxy_opts {
 	struct addr listen;
 	struct upstreams up;
 	bool have_listen, quiet, nodelay;
 	uint32_t connect_timeout_ms, idle_timeout_ms, stall_timeout_ms, threads;
+	uint32_t check_interval_ms;
 	struct io_opts io;
 	uint32_t max_conns;
 };
@@ -76,6 +95,8 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		{ "nodelay", no_argument, 0, 'N' },      { "connect-timeout", required_argument, 0, 'T' },
 		{ "threads", required_argument, 0, 't' }, { "idle-timeout", required_argument, 0, 'I' },
 		{ "stall-timeout", required_argument, 0, 'S' },
+		{ "no-nodelay", no_argument, 0, 'D' },   { "balance", required_argument, 0, 'B' },
+		{ "check-interval", required_argument, 0, 'C' },
 		{ 0 }
 	};
 	int c, idx, ret;
@@ -83,16 +104,14 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
 		switch (c) {
 		case 'l': case 'u': {
-			struct addr *a = c == 'l' ? &o->listen : &o->up.a[o->up.n];
+			struct addr *a = c == 'l' ? &o->listen : &o->up.u[o->up.n].a;
 
 			if (c == 'u' && o->up.n == MAX_UPSTREAMS) {
 				say("proxy", "--upstream %s: at most %d upstreams", optarg, MAX_UPSTREAMS);
 				return EXIT_USAGE;
 			}
-			if (parse_addr(optarg, a)) {
-				say("proxy", "--%s %s: not a HOST:PORT address", opts[idx].name, optarg);
+			if (addr_opt("proxy", opts[idx].name, optarg, a))
 				return EXIT_USAGE;
-			}
 			if (c == 'l')
 				o->have_listen = true;
 			else
@@ -112,15 +131,24 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 			break;
 		case 'q': o->quiet = true; break;
 		case 'N': o->nodelay = true; break;
+		case 'D': o->nodelay = false; break;
+		case 'B':
+			if ((ret = balance_parse(optarg)) < 0) {
+				say("proxy", "--balance %s: roundrobin, leastconn or source", optarg);
+				return EXIT_USAGE;
+			}
+			o->up.balance = ret;
+			break;
 		case 't':
 			if (parse_u32(optarg, &o->threads) || !o->threads || o->threads > 64) {
 				say("proxy", "--threads %s: must be 1 to 64", optarg);
 				return EXIT_USAGE;
 			}
 			break;
-		case 'T': case 'I': case 'S': {
+		case 'T': case 'I': case 'S': case 'C': {
 			uint32_t *ms = c == 'T' ? &o->connect_timeout_ms :
-				       c == 'I' ? &o->idle_timeout_ms : &o->stall_timeout_ms;
+				       c == 'I' ? &o->idle_timeout_ms :
+				       c == 'S' ? &o->stall_timeout_ms : &o->check_interval_ms;
 
 			if (parse_u32(optarg, ms) || *ms > 86400000) {
 				say("proxy", "--%s %s: milliseconds, 0 to 86400000", opts[idx].name, optarg);
@@ -140,66 +168,39 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 	return 0;
 }
 
-/* Whether an upstream accepts connections at all. */
-static int check_upstream(const struct addr *a)
-{
-	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-	int err = 0;
-	socklen_t len = sizeof(err);
-
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) && errno != EINPROGRESS)
-		err = errno;
-	else if (poll(&pfd, 1, 3000) != 1)
-		err = ETIMEDOUT;
-	else
-		getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-	close(fd);
-	return -err;
-}
-
-/* Refuse to start when no upstream is there at all; name each missing one. */
-static int check_upstreams(const struct upstreams *ups)
-{
-	unsigned ok = 0;
-
-	for (unsigned i = 0; i < ups->n; i++) {
-		int err = check_upstream(&ups->a[i]);
-
-		if (!err)
-			ok++;
-		else
-			say("proxy", "upstream %s: %s", ups->a[i].text, strerror(-err));
-	}
-	if (ok && ok < ups->n)
-		say("proxy", "continuing with %u of %u upstreams", ok, ups->n);
-	return ok ? 0 : 1;
-}
-
 /* A client and the upstream connection made for it. */
 struct pair {
 	struct sheaf_conn *client, *up;
 	struct upstreams *ups;
-	unsigned idx, tries;
+	struct up_pick pick; /* the upstream being tried or used */
+	uint32_t tried;      /* upstreams this client tried (bit i: upstream i) */
+	uint32_t hash;       /* of the client's address, for --balance source */
 };
 
-/* Connects the pair's client to upstream idx, or the next ones if that
- * fails at once; closes the client when none is left. */
+/* Connects the pair's client to the next upstream (ups_pick), or the ones
+ * after it if connecting fails at once; closes the client when none is left.
+ * The connection gets its data only once made: a connect that fails at
+ * once still reaches on_close, which must not see the pair. */
 static void connect_next(struct pair *p)
 {
-	while (p->tries < p->ups->n) {
-		const struct addr *a = &p->ups->a[p->idx];
+	struct upstreams *u = p->ups;
+
+	while (ups_pick(u, &p->tried, p->hash, now_sec(), &p->pick) >= 0) {
+		const struct addr *a = &u->u[p->pick.idx].a;
 		int err = 0;
 
-		p->tries++;
-		p->idx = (p->idx + 1) % p->ups->n;
 		p->up = sheaf_connect(sheaf_conn_loop(p->client), (const struct sockaddr *)&a->ss,
-				      a->len, p, &err);
-		if (p->up)
+				      a->len, NULL, &err);
+		if (p->up) {
+			sheaf_conn_set_data(p->up, p);
 			return;
+		}
+		ups_result(u, &p->pick, err, now_sec());
+		ups_end(u, &p->pick);
+		if (err == -EMFILE) /* no connection slot here (or stopping) */
+			break;
 	}
+	atomic_fetch_add(&u->no_upstream, 1);
 	sheaf_conn_close(p->client);
 }
 
@@ -207,18 +208,33 @@ static void on_connect(struct sheaf_conn *up, int err)
 {
 	struct pair *p = sheaf_conn_data(up);
 
-	if (!p->client) {            /* the client went away meanwhile */
-		sheaf_conn_close(up);
-		return;
-	}
-	if (err) {                   /* this upstream failed: the next one */
+	ups_result(p->ups, &p->pick, err, now_sec());
+	if (err) {                   /* closed after we return: try the next */
 		sheaf_conn_set_data(up, NULL);
 		p->up = NULL;
-		connect_next(p);
+		ups_end(p->ups, &p->pick);
+		if (p->client)
+			connect_next(p);
+		else
+			free(p);
 		return;
 	}
-	if (sheaf_conn_link(p->client, up))
+	if (!p->client)              /* the client went away meanwhile */
+		sheaf_conn_close(up);
+	else if (sheaf_conn_link(p->client, up))
 		sheaf_conn_close(up); /* the client is already closing */
+}
+
+/* The client's IP address hashed, for --balance source (else 0). */
+static uint32_t client_hash(struct sheaf_conn *c, const struct upstreams *u)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (u->balance != BALANCE_SOURCE ||
+	    getpeername(sheaf_conn_fd(c), (struct sockaddr *)&ss, &len))
+		return 0;
+	return addr_hash((const struct sockaddr *)&ss);
 }
 
 static void on_accept(struct sheaf_conn *client, void *arg)
@@ -232,7 +248,8 @@ static void on_accept(struct sheaf_conn *client, void *arg)
 	}
 	p->client = client;
 	p->ups = ups;
-	p->idx = atomic_fetch_add(&ups->next, 1) % ups->n;
+	p->pick.idx = -1;
+	p->hash = client_hash(client, ups);
 	sheaf_conn_set_data(client, p);
 	connect_next(p);
 }
@@ -246,8 +263,10 @@ static void on_close(struct sheaf_conn *c, int err)
 		return;
 	if (p->client == c)
 		p->client = NULL;
-	if (p->up == c)
+	if (p->up == c) {
 		p->up = NULL;
+		ups_end(p->ups, &p->pick);
+	}
 	if (!p->client && !p->up)
 		free(p);
 }
@@ -257,9 +276,9 @@ static double ratio(uint64_t num, uint64_t den)
 	return den ? (double)num / (double)den : 0.0;
 }
 
-/* One JSON line: every field of struct sheaf_stats under its own name, then
- * the derived averages. */
-static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
+/* One JSON line: every field of struct sheaf_stats under its own name, the
+ * derived averages, then the proxy's own counters. */
+static void print_stats(const struct sheaf_stats *s, enum sheaf_io io, struct upstreams *u)
 {
 	flockfile(stdout);
 	printf("sheaf proxy: stats {\"io\":\"%s\"", sheaf_io_name(io));
@@ -269,8 +288,10 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io)
 	SHEAF_STATS_GAUGES(PRINT_U32)
 #undef PRINT_U64
 #undef PRINT_U32
-	printf(",\"bufs_per_recv\":%.2f,\"bufs_per_send\":%.2f}\n",
+	printf(",\"bufs_per_recv\":%.2f,\"bufs_per_send\":%.2f",
 	       ratio(s->recv_bufs, s->recv_cqes), ratio(s->send_bufs, s->send_cqes));
+	printf(",\"no_upstream\":%llu,\"upstreams_down\":%u}\n",
+	       (unsigned long long)atomic_load(&u->no_upstream), ups_down_count(u));
 	funlockfile(stdout);
 }
 
@@ -332,8 +353,120 @@ static int setup_workers(struct proxy_opts *o, struct sheaf_loop_config *cfg,
 	return 0;
 }
 
-/* Runs the workers until SIGINT/SIGTERM (or one fails), then stops them. */
-static void run_workers(struct worker *w, uint32_t n)
+/*
+ * Active checks (--check-interval), in the main thread: every interval, a
+ * non-blocking TCP connect to each upstream at once, polled beside a
+ * signalfd for SIGINT/SIGTERM so that a check never holds up a stop.
+ */
+struct checks {
+	struct upstreams *ups;
+	uint32_t interval_ms, timeout_ms;
+	struct pollfd pfd[1 + MAX_UPSTREAMS]; /* [0]: the signalfd; [1 + i]: upstream i */
+	bool was_down[MAX_UPSTREAMS];
+};
+
+/* Upstream i's check ended with err (0: it connected). */
+static void check_end(struct checks *k, unsigned i, int err)
+{
+	close(k->pfd[1 + i].fd);
+	k->pfd[1 + i].fd = -1;
+	ups_check_result(k->ups, i, k->was_down[i], err, now_sec());
+}
+
+static void checks_start(struct checks *k)
+{
+	for (unsigned i = 0; i < k->ups->n; i++) {
+		const struct addr *a = &k->ups->u[i].a;
+		int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+		k->was_down[i] = ups_is_down(k->ups, i);
+		k->pfd[1 + i] = (struct pollfd){ .fd = fd, .events = POLLOUT };
+		if (fd < 0)
+			continue; /* out of files here: no verdict on the upstream */
+		if (connect(fd, (const struct sockaddr *)&a->ss, a->len) && errno != EINPROGRESS)
+			check_end(k, i, -errno);
+	}
+}
+
+/* Polls the checks until each ended or the timeout failed it, and the
+ * signalfd; false when a stop signal came. */
+static bool checks_wait(struct checks *k)
+{
+	double end = now_sec() + k->timeout_ms / 1000.0;
+	unsigned pending;
+
+	do {
+		int ms = (int)((end - now_sec()) * 1000.0), n;
+
+		n = poll(k->pfd, 1 + k->ups->n, ms > 0 ? ms : 0);
+		if (n < 0 && errno != EINTR)
+			return false;
+		if (k->pfd[0].revents)
+			return false;
+		pending = 0;
+		for (unsigned i = 0; i < k->ups->n; i++) {
+			struct pollfd *pf = &k->pfd[1 + i];
+			int err = 0;
+			socklen_t len = sizeof(err);
+
+			if (pf->fd < 0)
+				continue;
+			if (n > 0 && pf->revents) {
+				getsockopt(pf->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+				check_end(k, i, -err);
+			} else if (n == 0 && ms <= 0) {
+				check_end(k, i, -ETIMEDOUT);
+			} else {
+				pending++;
+			}
+		}
+	} while (pending);
+	return true;
+}
+
+/* Sleeps until `when` (now_sec clock); false when a stop signal came. */
+static bool checks_sleep(struct checks *k, double when)
+{
+	for (;;) {
+		int ms = (int)((when - now_sec()) * 1000.0), n;
+
+		if (ms <= 0)
+			return true;
+		n = poll(k->pfd, 1, ms);
+		if (n > 0 || (n < 0 && errno != EINTR))
+			return false;
+	}
+}
+
+/* Checks every interval until SIGINT/SIGTERM (blocked: see run_workers). */
+static void checks_run(struct checks *k, const sigset_t *stop)
+{
+	double next = now_sec();
+
+	k->pfd[0] = (struct pollfd){ .fd = signalfd(-1, stop, SFD_CLOEXEC), .events = POLLIN };
+	if (k->pfd[0].fd < 0) {
+		say("proxy", "no active checks: signalfd: %s", strerror(errno));
+		return;
+	}
+	for (;;) {
+		checks_start(k);
+		if (!checks_wait(k))
+			break;
+		next += k->interval_ms / 1000.0;
+		if (next < now_sec())
+			next = now_sec(); /* late (a long check): no burst to catch up */
+		if (!checks_sleep(k, next))
+			break;
+	}
+	for (unsigned i = 0; i < k->ups->n; i++)
+		if (k->pfd[1 + i].fd >= 0)
+			close(k->pfd[1 + i].fd);
+	close(k->pfd[0].fd);
+}
+
+/* Runs the workers until SIGINT/SIGTERM (or one fails), then stops them;
+ * checks the upstreams meanwhile when asked to. */
+static void run_workers(struct worker *w, uint32_t n, struct proxy_opts *o)
 {
 	struct sigaction sa = { .sa_handler = on_wake }; /* no SA_RESTART */
 	sigset_t stop;
@@ -347,7 +480,15 @@ static void run_workers(struct worker *w, uint32_t n)
 	signal(SIGPIPE, SIG_IGN);
 	for (uint32_t i = 0; i < n; i++)
 		w[i].started = !pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
-	sigwait(&stop, &sig);
+	if (o->check_interval_ms) {
+		struct checks k = { .ups = &o->up, .interval_ms = o->check_interval_ms,
+				    .timeout_ms = o->check_interval_ms };
+
+		if (o->connect_timeout_ms && o->connect_timeout_ms < k.timeout_ms)
+			k.timeout_ms = o->connect_timeout_ms;
+		checks_run(&k, &stop);
+	}
+	sigwait(&stop, &sig); /* returns at once if the checks saw it */
 	for (uint32_t i = 0; i < n; i++)
 		sheaf_loop_stop(w[i].loop);
 	for (uint32_t i = 0; i < n; i++) {
@@ -367,7 +508,7 @@ static void run_workers(struct worker *w, uint32_t n)
 }
 
 /* Sums the workers' counters, frees them; 0, or 1 if any failed or leaked. */
-static int finish_workers(struct worker *w, uint32_t n, const struct proxy_opts *o,
+static int finish_workers(struct worker *w, uint32_t n, struct proxy_opts *o,
 			  enum sheaf_io io)
 {
 	struct sheaf_stats all = { 0 }, st = { .size = sizeof(st) };
@@ -387,7 +528,7 @@ static int finish_workers(struct worker *w, uint32_t n, const struct proxy_opts 
 		}
 	}
 	if (!o->quiet)
-		print_stats(&all, io);
+		print_stats(&all, io, &o->up);
 	if (all.pool_free != all.pool_bufs) {
 		say("proxy", "%u of %u pool buffers were not returned",
 		    all.pool_bufs - all.pool_free, all.pool_bufs);
@@ -400,7 +541,7 @@ int cmd_proxy(int argc, char **argv)
 {
 	static struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096,
 				.connect_timeout_ms = 5000, .stall_timeout_ms = 30000,
-				.threads = 1 };
+				.threads = 1, .nodelay = true };
 	struct sheaf_loop_config cfg;
 	struct worker *w;
 	int ret;
@@ -412,22 +553,28 @@ int cmd_proxy(int argc, char **argv)
 	cfg.connect_timeout_ms = o.connect_timeout_ms;
 	cfg.idle_timeout_ms = o.idle_timeout_ms;
 	cfg.stall_timeout_ms = o.stall_timeout_ms;
-	if (check_upstreams(&o.up))
+	if ((ret = ups_init(&o.up))) {
+		say("proxy", "cannot set up the upstreams' lock: %s", strerror(-ret));
 		return 1;
+	}
+	o.up.log = stderr;
 	w = calloc(o.threads, sizeof(*w));
 	if (!w || setup_workers(&o, &cfg, w)) {
 		for (uint32_t i = 0; w && i < o.threads; i++)
 			sheaf_loop_free(w[i].loop);
 		free(w);
+		ups_free(&o.up);
 		return 1;
 	}
 	if (!o.quiet)
 		printf("sheaf proxy: listening on %s (io=%s, buf-size=%u, bufs=%u, threads=%u, "
-		       "upstream=%s%s)\n", o.listen.text, sheaf_io_name(cfg.io), cfg.buf_size,
-		       cfg.nbufs, o.threads, o.up.a[0].text, o.up.n > 1 ? ",..." : "");
+		       "balance=%s, upstream=%s%s)\n", o.listen.text, sheaf_io_name(cfg.io),
+		       cfg.buf_size, cfg.nbufs, o.threads, balance_name(o.up.balance),
+		       o.up.u[0].a.text, o.up.n > 1 ? ",..." : "");
 	fflush(stdout);
-	run_workers(w, o.threads);
+	run_workers(w, o.threads, &o);
 	ret = finish_workers(w, o.threads, &o, cfg.io);
 	free(w);
+	ups_free(&o.up);
 	return ret;
 }

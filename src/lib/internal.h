@@ -242,6 +242,8 @@ struct sheaf_conn {
 	bool held_eof;                 /* EOF came while paused */
 	bool want_write;               /* a write fell short: on_writable due */
 	bool resuming;                 /* on the loop's resume list */
+	bool unseen;                   /* sheaf_connect failed at once: the program
+					* never had it, so no on_close */
 	struct sheaf_conn *peer;       /* linked: what we receive goes there */
 	struct sheaf_conn *paused_src; /* the sender we paused (queue full) */
 	struct sheaf_conn *paused_by;  /* whose full queue paused us */

@@ -247,7 +247,7 @@ int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
  * Starts connecting to addr (copied); on_connect reports the result
  * (-ETIMEDOUT after connect_timeout_ms). Returns the connection, or NULL
  * with *err: -EMFILE (no free slot, or stopping), -EINVAL, or socket()'s
- * error; then on_connect is not called. Data may be written to a
+ * error; then neither on_connect nor on_close is called. Data may be written to a
  * connection that is still connecting: it is sent once connected. Loop
  * thread.
  */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "proxy_proto.h"
 #include "upstream.h"
 
 static const char help[] =
@@ -46,6 +47,19 @@ static const char help[] =
 	"                         down (HAProxy's defaults: 2 to go up, 3 to go down); a\n"
 	"                         check fails after --connect-timeout or MS, the shorter\n"
 	"                         (default 0: no checks, no connection but for clients)\n"
+	"PROXY protocol (HAProxy's specification), to tell upstreams who the client is:\n"
+	"  --send-proxy           send a v1 header (text) on each upstream connection\n"
+	"                         before any client byte: the client's address and the\n"
+	"                         address it connected to (or what --accept-proxy read)\n"
+	"  --send-proxy-v2        the same as a v2 header (binary)\n"
+	"  --accept-proxy         each client must start with a v1 or v2 header (told apart\n"
+	"                         by its first bytes, parsed strictly); the upstream is\n"
+	"                         chosen and connected only once it is complete. A\n"
+	"                         malformed or oversized (over 536 bytes) header, or one\n"
+	"                         not complete within --header-timeout, closes that client\n"
+	"                         and is counted (pp_malformed, pp_oversized, pp_late);\n"
+	"                         nothing of it is forwarded\n"
+	"  --header-timeout MS    for --accept-proxy (default 5000)\n"
 	"  --io MODE              auto|bundle|ring|plain|sendmsg|epoll (default auto,\n"
 	"                         see sheaf probe)\n"
 	"  --buf-size BYTES       pool buffer size, 1 .. 1M (default 4K; suffixes K M G)\n"
@@ -71,14 +85,18 @@ static const char help[] =
 	"  --no-nodelay           leave Nagle's algorithm on (fewer, larger packets)\n"
 	"  --quiet                print only errors and the upstream down/up lines\n"
 	"The counters (one JSON line) end with the proxy's own: no_upstream (clients\n"
-	"closed because no upstream connected) and upstreams_down (at the stop).\n"
+	"closed because no upstream connected), upstreams_down (at the stop), and the\n"
+	"PROXY headers refused: pp_malformed, pp_oversized, pp_late.\n"
 	"Exit status: 0 after a clean stop, 1 on a runtime error (or buffers not returned),\n"
 	"2 on bad usage.\n";
 
 struct proxy_opts {
 	struct addr listen;
 	struct upstreams up;
-	bool have_listen, quiet, nodelay;
+	bool have_listen, quiet, nodelay, accept_proxy;
+	int send_proxy;                 /* PROXY protocol version to send, or 0 */
+	uint32_t header_timeout_ms;
+	atomic_ullong pp_malformed, pp_oversized, pp_late; /* --accept-proxy refusals */
 	uint32_t connect_timeout_ms, idle_timeout_ms, stall_timeout_ms, threads;
 	uint32_t check_interval_ms;
 	struct io_opts io;
@@ -97,6 +115,9 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		{ "stall-timeout", required_argument, 0, 'S' },
 		{ "no-nodelay", no_argument, 0, 'D' },   { "balance", required_argument, 0, 'B' },
 		{ "check-interval", required_argument, 0, 'C' },
+		{ "send-proxy", no_argument, 0, '1' },   { "send-proxy-v2", no_argument, 0, '2' },
+		{ "accept-proxy", no_argument, 0, 'A' },
+		{ "header-timeout", required_argument, 0, 'H' },
 		{ 0 }
 	};
 	int c, idx, ret;
@@ -130,6 +151,9 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 			}
 			break;
 		case 'q': o->quiet = true; break;
+		case '1': o->send_proxy = 1; break;
+		case '2': o->send_proxy = 2; break;
+		case 'A': o->accept_proxy = true; break;
 		case 'N': o->nodelay = true; break;
 		case 'D': o->nodelay = false; break;
 		case 'B':
@@ -145,10 +169,11 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 				return EXIT_USAGE;
 			}
 			break;
-		case 'T': case 'I': case 'S': case 'C': {
+		case 'T': case 'I': case 'S': case 'C': case 'H': {
 			uint32_t *ms = c == 'T' ? &o->connect_timeout_ms :
 				       c == 'I' ? &o->idle_timeout_ms :
-				       c == 'S' ? &o->stall_timeout_ms : &o->check_interval_ms;
+				       c == 'S' ? &o->stall_timeout_ms :
+				       c == 'H' ? &o->header_timeout_ms : &o->check_interval_ms;
 
 			if (parse_u32(optarg, ms) || *ms > 86400000) {
 				say("proxy", "--%s %s: milliseconds, 0 to 86400000", opts[idx].name, optarg);
@@ -160,6 +185,10 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
 	}
+	if (o->accept_proxy && !o->header_timeout_ms) {
+		say("proxy", "--header-timeout 0: a client could hold a slot forever");
+		return EXIT_USAGE;
+	}
 	if (optind < argc || !o->have_listen || !o->up.n) {
 		say("proxy", optind < argc ? "unexpected argument '%s'" :
 			     "--listen and --upstream are required%s", optind < argc ? argv[optind] : "");
@@ -168,22 +197,44 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 	return 0;
 }
 
+/* --accept-proxy: a client's header while it arrives, and what came after
+ * it until an upstream takes it. Only while the pair needs it. */
+struct pp_in {
+	uint8_t hdr[PP_MAX_LEN];
+	size_t len;
+	struct pp_addrs addrs;     /* what the header said (family AF_UNSPEC: nothing) */
+	struct sheaf_timer *timer; /* --header-timeout */
+	char *early;               /* client bytes behind the header */
+	size_t early_len;
+};
+
 /* A client and the upstream connection made for it. */
 struct pair {
 	struct sheaf_conn *client, *up;
-	struct upstreams *ups;
+	struct proxy_opts *o;
+	struct pp_in *pp;    /* --accept-proxy, until linked */
 	struct up_pick pick; /* the upstream being tried or used */
 	uint32_t tried;      /* upstreams this client tried (bit i: upstream i) */
 	uint32_t hash;       /* of the client's address, for --balance source */
+	uint32_t sent;       /* bytes of our PROXY header and early bytes written */
 };
+
+static void pp_in_free(struct pair *p)
+{
+	if (!p->pp)
+		return;
+	sheaf_timer_cancel(p->pp->timer);
+	free(p->pp->early);
+	free(p->pp);
+	p->pp = NULL;
+}
 
 /* Connects the pair's client to the next upstream (ups_pick), or the ones
  * after it if connecting fails at once; closes the client when none is left.
- * The connection gets its data only once made: a connect that fails at
- * once still reaches on_close, which must not see the pair. */
+ * The connection gets its data only once made. */
 static void connect_next(struct pair *p)
 {
-	struct upstreams *u = p->ups;
+	struct upstreams *u = &p->o->up;
 
 	while (ups_pick(u, &p->tried, p->hash, now_sec(), &p->pick) >= 0) {
 		const struct addr *a = &u->u[p->pick.idx].a;
@@ -204,15 +255,73 @@ static void connect_next(struct pair *p)
 	sheaf_conn_close(p->client);
 }
 
+/* Our PROXY header for the pair: the client's addresses as --accept-proxy
+ * read them, else its socket's. Its length, or -errno. */
+static int pp_out(struct pair *p, uint8_t *out, size_t cap)
+{
+	struct sockaddr_storage src, dst;
+	socklen_t sl = sizeof(src), dl = sizeof(dst);
+	const struct sockaddr *s = (struct sockaddr *)&src, *d = (struct sockaddr *)&dst;
+
+	if (p->pp && p->pp->addrs.family != AF_UNSPEC) {
+		s = (struct sockaddr *)&p->pp->addrs.src;
+		d = (struct sockaddr *)&p->pp->addrs.dst;
+	} else if (getpeername(sheaf_conn_fd(p->client), (struct sockaddr *)&src, &sl) ||
+		   getsockname(sheaf_conn_fd(p->client), (struct sockaddr *)&dst, &dl)) {
+		return -errno;
+	}
+	return p->o->send_proxy == 2 ? pp_build_v2(s, d, out, cap) :
+				       pp_build_v1(s, d, (char *)out, cap);
+}
+
+/* Writes from `data` what p->sent says is left of a part that starts at
+ * `start`; 1 when all of it went, 0 to wait for on_writable, -1 on error. */
+static int write_part(struct pair *p, const void *data, size_t len, size_t start)
+{
+	while (p->sent < start + len) {
+		ssize_t n = sheaf_conn_write(p->up, (const char *)data + (p->sent - start),
+					     start + len - p->sent);
+
+		if (n == -EAGAIN)
+			return 0;
+		if (n < 0)
+			return -1;
+		p->sent += (uint32_t)n;
+	}
+	return 1;
+}
+
+/* The upstream is connected: our PROXY header, then what the client sent
+ * behind its own header, then link the two (the client's held bytes follow). */
+static void start_pair(struct pair *p)
+{
+	uint8_t hdr[PP_MAX_LEN];
+	int hlen = 0, r = 1;
+
+	if (p->o->send_proxy && (hlen = pp_out(p, hdr, sizeof(hdr))) < 0)
+		r = -1;
+	if (r > 0 && hlen)
+		r = write_part(p, hdr, (size_t)hlen, 0);
+	if (r > 0 && p->pp && p->pp->early)
+		r = write_part(p, p->pp->early, p->pp->early_len, (size_t)hlen);
+	if (r == 0)
+		return; /* on_writable calls again */
+	pp_in_free(p);
+	if (r < 0 || sheaf_conn_link(p->client, p->up)) {
+		sheaf_conn_close(p->up);
+		sheaf_conn_close(p->client);
+	}
+}
+
 static void on_connect(struct sheaf_conn *up, int err)
 {
 	struct pair *p = sheaf_conn_data(up);
 
-	ups_result(p->ups, &p->pick, err, now_sec());
+	ups_result(&p->o->up, &p->pick, err, now_sec());
 	if (err) {                   /* closed after we return: try the next */
 		sheaf_conn_set_data(up, NULL);
 		p->up = NULL;
-		ups_end(p->ups, &p->pick);
+		ups_end(&p->o->up, &p->pick);
 		if (p->client)
 			connect_next(p);
 		else
@@ -221,37 +330,141 @@ static void on_connect(struct sheaf_conn *up, int err)
 	}
 	if (!p->client)              /* the client went away meanwhile */
 		sheaf_conn_close(up);
-	else if (sheaf_conn_link(p->client, up))
-		sheaf_conn_close(up); /* the client is already closing */
+	else
+		start_pair(p);
 }
 
-/* The client's IP address hashed, for --balance source (else 0). */
-static uint32_t client_hash(struct sheaf_conn *c, const struct upstreams *u)
+static void on_writable(struct sheaf_conn *up)
+{
+	struct pair *p = sheaf_conn_data(up);
+
+	if (p && p->client && p->up == up)
+		start_pair(p);
+}
+
+/* An address hashed, for --balance source (else 0). */
+static uint32_t source_hash(const struct pair *p, const struct sockaddr *addr)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
-	if (u->balance != BALANCE_SOURCE ||
-	    getpeername(sheaf_conn_fd(c), (struct sockaddr *)&ss, &len))
+	if (p->o->up.balance != BALANCE_SOURCE)
 		return 0;
-	return addr_hash((const struct sockaddr *)&ss);
+	if (!addr) {
+		if (getpeername(sheaf_conn_fd(p->client), (struct sockaddr *)&ss, &len))
+			return 0;
+		addr = (struct sockaddr *)&ss;
+	}
+	return addr_hash(addr);
+}
+
+/* --accept-proxy: a client refused for its header (never forwarded). */
+static void pp_refuse(struct pair *p, atomic_ullong *counter)
+{
+	atomic_fetch_add(counter, 1);
+	pp_in_free(p);
+	sheaf_conn_close(p->client);
+}
+
+static void on_header_timeout(struct sheaf_timer *t, void *arg)
+{
+	struct pair *p = arg;
+
+	p->pp->timer = NULL; /* freed after this returns */
+	pp_refuse(p, &p->o->pp_late);
+}
+
+/*
+ * --accept-proxy: the client's first bytes, until its header is complete;
+ * then it stops reading (sheaf_conn_pause) while its upstream is chosen and
+ * connected, and the bytes behind the header wait in p->pp->early.
+ */
+static void on_data(struct sheaf_conn *c, const struct sheaf_bundle *b)
+{
+	struct pair *p = sheaf_conn_data(c);
+	struct pp_in *in = p ? p->pp : NULL;
+	size_t before, off = 0;
+	int n;
+
+	if (!in || c != p->client || in->early || p->up)
+		return; /* cannot happen: only a client reading its header is started unlinked */
+	before = in->len;
+	for (unsigned i = 0; i < b->nr && in->len < sizeof(in->hdr); i++) {
+		size_t k = b->iov[i].iov_len;
+
+		if (k > sizeof(in->hdr) - in->len)
+			k = sizeof(in->hdr) - in->len;
+		memcpy(in->hdr + in->len, b->iov[i].iov_base, k);
+		in->len += k;
+	}
+	n = pp_parse(in->hdr, in->len, &in->addrs);
+	if (n == 0)
+		return;
+	if (n < 0) {
+		pp_refuse(p, n == -E2BIG ? &p->o->pp_oversized : &p->o->pp_malformed);
+		return;
+	}
+	sheaf_timer_cancel(in->timer);
+	in->timer = NULL;
+	sheaf_conn_pause(c);
+	/* what the bundle holds behind the header: copied once, kept until an
+	 * upstream takes it (a failed connect leaves it for the next one) */
+	in->early_len = b->bytes - ((size_t)n - before);
+	if (in->early_len && !(in->early = malloc(in->early_len))) {
+		pp_refuse(p, &p->o->pp_malformed);
+		return;
+	}
+	for (unsigned i = 0, skip = (unsigned)((size_t)n - before); i < b->nr; i++) {
+		size_t k = b->iov[i].iov_len;
+
+		if (skip >= k) {
+			skip -= (unsigned)k;
+			continue;
+		}
+		memcpy(in->early + off, (const char *)b->iov[i].iov_base + skip, k - skip);
+		off += k - skip;
+		skip = 0;
+	}
+	p->hash = source_hash(p, in->addrs.family == AF_UNSPEC ? NULL :
+				 (struct sockaddr *)&in->addrs.src);
+	connect_next(p);
+}
+
+/* --accept-proxy: the client ended before its header did. */
+static void on_eof(struct sheaf_conn *c)
+{
+	struct pair *p = sheaf_conn_data(c);
+
+	if (p && p->pp && c == p->client)
+		pp_refuse(p, &p->o->pp_malformed);
 }
 
 static void on_accept(struct sheaf_conn *client, void *arg)
 {
-	struct upstreams *ups = arg;
 	struct pair *p = calloc(1, sizeof(*p));
+	int err = 0;
 
 	if (!p) {
 		sheaf_conn_close(client);
 		return;
 	}
 	p->client = client;
-	p->ups = ups;
+	p->o = arg;
 	p->pick.idx = -1;
-	p->hash = client_hash(client, ups);
 	sheaf_conn_set_data(client, p);
-	connect_next(p);
+	if (!p->o->accept_proxy) {
+		p->hash = source_hash(p, NULL);
+		connect_next(p);
+		return;
+	}
+	p->pp = calloc(1, sizeof(*p->pp));
+	if (p->pp)
+		p->pp->timer = sheaf_timer_add(sheaf_conn_loop(client), p->o->header_timeout_ms,
+					       0, on_header_timeout, p, &err);
+	if (!p->pp || !p->pp->timer || sheaf_conn_start(client)) {
+		pp_in_free(p);
+		sheaf_conn_close(client);
+	}
 }
 
 /* Each side forgets itself when it goes; the last one frees the pair. */
@@ -265,8 +478,10 @@ static void on_close(struct sheaf_conn *c, int err)
 		p->client = NULL;
 	if (p->up == c) {
 		p->up = NULL;
-		ups_end(p->ups, &p->pick);
+		ups_end(&p->o->up, &p->pick);
 	}
+	if (!p->client)
+		pp_in_free(p); /* its timer must not fire for a gone client */
 	if (!p->client && !p->up)
 		free(p);
 }
@@ -278,7 +493,7 @@ static double ratio(uint64_t num, uint64_t den)
 
 /* One JSON line: every field of struct sheaf_stats under its own name, the
  * derived averages, then the proxy's own counters. */
-static void print_stats(const struct sheaf_stats *s, enum sheaf_io io, struct upstreams *u)
+static void print_stats(const struct sheaf_stats *s, enum sheaf_io io, struct proxy_opts *o)
 {
 	flockfile(stdout);
 	printf("sheaf proxy: stats {\"io\":\"%s\"", sheaf_io_name(io));
@@ -290,8 +505,12 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io, struct up
 #undef PRINT_U32
 	printf(",\"bufs_per_recv\":%.2f,\"bufs_per_send\":%.2f",
 	       ratio(s->recv_bufs, s->recv_cqes), ratio(s->send_bufs, s->send_cqes));
-	printf(",\"no_upstream\":%llu,\"upstreams_down\":%u}\n",
-	       (unsigned long long)atomic_load(&u->no_upstream), ups_down_count(u));
+	printf(",\"no_upstream\":%llu,\"upstreams_down\":%u,\"pp_malformed\":%llu,"
+	       "\"pp_oversized\":%llu,\"pp_late\":%llu}\n",
+	       (unsigned long long)atomic_load(&o->up.no_upstream), ups_down_count(&o->up),
+	       (unsigned long long)atomic_load(&o->pp_malformed),
+	       (unsigned long long)atomic_load(&o->pp_oversized),
+	       (unsigned long long)atomic_load(&o->pp_late));
 	funlockfile(stdout);
 }
 
@@ -328,8 +547,10 @@ static void stats_add(struct sheaf_stats *t, const struct sheaf_stats *s)
 static int setup_workers(struct proxy_opts *o, struct sheaf_loop_config *cfg,
 			 struct worker *w)
 {
-	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = on_accept, .on_connect = on_connect,
-				      .on_close = on_close };
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = on_accept,
+				      .on_connect = on_connect, .on_close = on_close,
+				      .on_data = on_data, .on_eof = on_eof,
+				      .on_writable = on_writable };
 	int err = 0, fd;
 
 	cfg->reuseport = o->threads > 1;
@@ -342,7 +563,7 @@ static int setup_workers(struct proxy_opts *o, struct sheaf_loop_config *cfg,
 			return 1;
 		}
 		fd = sheaf_listen(w[i].loop, (const struct sockaddr *)&o->listen.ss,
-				  o->listen.len, &o->up);
+				  o->listen.len, o);
 		if (fd < 0) {
 			say("proxy", "--listen %s: %s", o->listen.text, strerror(-fd));
 			return 1;
@@ -528,7 +749,7 @@ static int finish_workers(struct worker *w, uint32_t n, struct proxy_opts *o,
 		}
 	}
 	if (!o->quiet)
-		print_stats(&all, io, &o->up);
+		print_stats(&all, io, o);
 	if (all.pool_free != all.pool_bufs) {
 		say("proxy", "%u of %u pool buffers were not returned",
 		    all.pool_bufs - all.pool_free, all.pool_bufs);
@@ -541,7 +762,7 @@ int cmd_proxy(int argc, char **argv)
 {
 	static struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096,
 				.connect_timeout_ms = 5000, .stall_timeout_ms = 30000,
-				.threads = 1, .nodelay = true };
+				.threads = 1, .nodelay = true, .header_timeout_ms = 5000 };
 	struct sheaf_loop_config cfg;
 	struct worker *w;
 	int ret;
@@ -553,6 +774,10 @@ int cmd_proxy(int argc, char **argv)
 	cfg.connect_timeout_ms = o.connect_timeout_ms;
 	cfg.idle_timeout_ms = o.idle_timeout_ms;
 	cfg.stall_timeout_ms = o.stall_timeout_ms;
+	if (o.send_proxy || o.accept_proxy) /* ~1 MiB for headers and early bytes */
+		for (cfg.write_bufs = 64; cfg.write_bufs < 16384 &&
+		     (uint64_t)cfg.write_bufs * cfg.buf_size < (1u << 20);)
+			cfg.write_bufs *= 2;
 	if ((ret = ups_init(&o.up))) {
 		say("proxy", "cannot set up the upstreams' lock: %s", strerror(-ret));
 		return 1;

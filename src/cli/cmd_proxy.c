@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +24,9 @@ static const char help[] =
 	"and listens with every upstream down). HOST is an IPv4 address, [IPv6] or a\n"
 	"name, resolved once at start to its first address (exit 2 if it does not\n"
 	"resolve); each upstream keeps its address family.\n"
-	"Runs until SIGINT/SIGTERM, then drains (at most 2 s) and prints its counters.\n"
+	"Runs until SIGINT/SIGTERM, then drains (at most 2 s) and prints its counters;\n"
+	"SIGUSR1 prints them and goes on; SIGHUP is logged and ignored (nothing to\n"
+	"reload); SIGUSR2 and SIGPIPE are ignored.\n"
 	"  --listen HOST:PORT     address to accept on\n"
 	"  --upstream HOST:PORT   where to connect for a client; repeat it (at most 16)\n"
 	"  --balance ALGO         which upstream a client goes to (as HAProxy's balance):\n"
@@ -71,6 +74,10 @@ static const char help[] =
 	"                         this count the proxy stops accepting, and new clients\n"
 	"                         wait in the listen backlog until one closes (as\n"
 	"                         HAProxy's maxconn)\n"
+	"  --backlog N            listen backlog: clients waiting to be accepted (default\n"
+	"                         4096; the kernel caps it at net.core.somaxconn)\n"
+	"  --strict               refuse to start (exit 2) when the open-file limit cannot\n"
+	"                         hold --max-conns, instead of lowering --max-conns to fit\n"
 	"  --threads N            event loops, one per thread, each with its own io_uring,\n"
 	"                         pool (--bufs each) and SO_REUSEPORT listener (default 1);\n"
 	"                         they share the upstreams' state\n"
@@ -95,7 +102,8 @@ static const char help[] =
 struct proxy_opts {
 	struct addr listen;
 	struct upstreams up;
-	bool have_listen, quiet, nodelay, accept_proxy;
+	bool have_listen, quiet, nodelay, accept_proxy, strict;
+	uint32_t backlog;
 	int send_proxy;                 /* PROXY protocol version to send, or 0 */
 	uint32_t header_timeout_ms;
 	atomic_ullong pp_malformed, pp_oversized, pp_late; /* --accept-proxy refusals */
@@ -120,6 +128,7 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		{ "send-proxy", no_argument, 0, '1' },   { "send-proxy-v2", no_argument, 0, '2' },
 		{ "accept-proxy", no_argument, 0, 'A' },
 		{ "header-timeout", required_argument, 0, 'H' },
+		{ "backlog", required_argument, 0, 'K' }, { "strict", no_argument, 0, 'X' },
 		{ 0 }
 	};
 	int c, idx, ret;
@@ -156,6 +165,13 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 		case '1': o->send_proxy = 1; break;
 		case '2': o->send_proxy = 2; break;
 		case 'A': o->accept_proxy = true; break;
+		case 'X': o->strict = true; break;
+		case 'K':
+			if (parse_u32(optarg, &o->backlog) || !o->backlog || o->backlog > 1048576) {
+				say("proxy", "--backlog %s: must be 1 to 1048576", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'N': o->nodelay = true; break;
 		case 'D': o->nodelay = false; break;
 		case 'B':
@@ -516,9 +532,49 @@ static void print_stats(const struct sheaf_stats *s, enum sheaf_io io, struct pr
 	funlockfile(stdout);
 }
 
+/*
+ * The open-file limit against what --max-conns needs: two sockets per
+ * client per thread, and some spare (standard streams, the signalfd, the
+ * active checks, each loop's ring, eventfd and listener). Raises the soft
+ * limit up to the hard one if that helps, as HAProxy does; else lowers
+ * --max-conns with a warning naming both numbers, or refuses under
+ * --strict. 0 or EXIT_USAGE.
+ */
+static int fit_fd_limit(struct proxy_opts *o)
+{
+	uint64_t spare = 3 + 1 + MAX_UPSTREAMS + 4ull * o->threads + 8;
+	uint64_t need = 2ull * o->max_conns * o->threads + spare, fit;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY || need <= rl.rlim_cur)
+		return 0;
+	if (rl.rlim_max > rl.rlim_cur) {
+		struct rlimit up = { need < rl.rlim_max ? need : rl.rlim_max, rl.rlim_max };
+
+		if (!setrlimit(RLIMIT_NOFILE, &up))
+			rl = up;
+		if (need <= rl.rlim_cur)
+			return 0;
+	}
+	fit = rl.rlim_cur > spare ? (rl.rlim_cur - spare) / (2ull * o->threads) : 0;
+	if (o->strict || !fit) {
+		say("proxy", "--max-conns %u needs %llu open files, the limit is %llu (ulimit -n)%s",
+		    o->max_conns, (unsigned long long)need, (unsigned long long)rl.rlim_cur,
+		    fit ? "" : ": too low to proxy at all");
+		return EXIT_USAGE;
+	}
+	say("proxy", "--max-conns %u needs %llu open files, the limit is %llu (ulimit -n): "
+	    "using --max-conns %llu", o->max_conns, (unsigned long long)need,
+	    (unsigned long long)rl.rlim_cur, (unsigned long long)fit);
+	o->max_conns = (uint32_t)fit;
+	return 0;
+}
+
 /* One event loop per thread; connections never move between threads. */
 struct worker {
 	struct sheaf_loop *loop;
+	struct sheaf_stats snap;  /* SIGUSR1: taken on the loop's thread */
+	atomic_int snapped;
 	pthread_t tid;
 	int ret;
 	bool started;
@@ -530,11 +586,10 @@ static void *worker_main(void *arg)
 
 	w->ret = sheaf_loop_run(w->loop);
 	if (w->ret < 0)
-		kill(getpid(), SIGTERM); /* wakes the main thread's sigwait */
+		kill(getpid(), SIGTERM); /* the main thread stops the others */
 	return NULL;
 }
 
-static void on_wake(int sig) { (void)sig; }
 
 /* Totals of several loops: every field summed, gauges included. */
 static void stats_add(struct sheaf_stats *t, const struct sheaf_stats *s)
@@ -577,11 +632,87 @@ static int setup_workers(struct proxy_opts *o, struct sheaf_loop_config *cfg,
 }
 
 /*
+ * The main thread's signals. Every thread blocks them; the main thread reads
+ * them from a signalfd: SIGINT and SIGTERM stop the proxy, SIGUSR1 prints the
+ * counters line and goes on, SIGHUP is logged and ignored (there is no
+ * configuration file to reload), SIGUSR2 is ignored. SIGPIPE is ignored.
+ */
+struct main_ctx {
+	int sfd;
+	struct worker *w;
+	uint32_t n;
+	struct proxy_opts *o;
+	enum sheaf_io io;
+};
+
+/* On a worker's loop thread: its counters, for the main thread. */
+static void snapshot(struct sheaf_loop *loop, void *arg)
+{
+	struct worker *w = arg;
+
+	w->snap.size = sizeof(w->snap);
+	sheaf_loop_stats(loop, &w->snap);
+	atomic_store(&w->snapped, 1);
+}
+
+/* SIGUSR1: every loop's counters (each taken on its own thread), summed. */
+static void print_now(struct main_ctx *m)
+{
+	struct sheaf_stats all = { 0 };
+	uint32_t asked = 0, got = 0;
+
+	for (uint32_t i = 0; i < m->n; i++) {
+		atomic_store(&m->w[i].snapped, 0);
+		asked += !sheaf_loop_post(m->w[i].loop, snapshot, &m->w[i]);
+	}
+	for (int tries = 0; tries < 1000 && got < asked; tries++) {
+		got = 0;
+		for (uint32_t i = 0; i < m->n; i++)
+			got += (uint32_t)atomic_load(&m->w[i].snapped);
+		if (got < asked)
+			usleep(1000);
+	}
+	if (got < asked) {
+		say("proxy", "SIGUSR1: %u of %u event loops did not answer", asked - got, m->n);
+		return;
+	}
+	for (uint32_t i = 0; i < m->n; i++)
+		stats_add(&all, &m->w[i].snap);
+	print_stats(&all, m->io, m->o);
+	fflush(stdout);
+}
+
+/* Reads the pending signals; false once a stop signal came. */
+static bool on_signals(struct main_ctx *m)
+{
+	struct signalfd_siginfo si;
+	bool go_on = true;
+
+	while (read(m->sfd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGINT: case SIGTERM:
+			go_on = false;
+			break;
+		case SIGUSR1:
+			print_now(m);
+			break;
+		case SIGHUP:
+			say("proxy", "SIGHUP ignored: there is no configuration to reload");
+			break;
+		default: /* SIGUSR2 */
+			break;
+		}
+	}
+	return go_on;
+}
+
+/*
  * Active checks (--check-interval), in the main thread: every interval, a
  * non-blocking TCP connect to each upstream at once, polled beside a
  * signalfd for SIGINT/SIGTERM so that a check never holds up a stop.
  */
 struct checks {
+	struct main_ctx *m;       /* signals: see on_signals */
 	struct upstreams *ups;
 	uint32_t interval_ms, timeout_ms;
 	struct pollfd pfd[1 + MAX_UPSTREAMS]; /* [0]: the signalfd; [1 + i]: upstream i */
@@ -624,7 +755,7 @@ static bool checks_wait(struct checks *k)
 		n = poll(k->pfd, 1 + k->ups->n, ms > 0 ? ms : 0);
 		if (n < 0 && errno != EINTR)
 			return false;
-		if (k->pfd[0].revents)
+		if (k->pfd[0].revents && !on_signals(k->m))
 			return false;
 		pending = 0;
 		for (unsigned i = 0; i < k->ups->n; i++) {
@@ -656,21 +787,17 @@ static bool checks_sleep(struct checks *k, double when)
 		if (ms <= 0)
 			return true;
 		n = poll(k->pfd, 1, ms);
-		if (n > 0 || (n < 0 && errno != EINTR))
+		if ((n > 0 && !on_signals(k->m)) || (n < 0 && errno != EINTR))
 			return false;
 	}
 }
 
-/* Checks every interval until SIGINT/SIGTERM (blocked: see run_workers). */
-static void checks_run(struct checks *k, const sigset_t *stop)
+/* Checks every interval until SIGINT/SIGTERM (see run_workers). */
+static void checks_run(struct checks *k)
 {
 	double next = now_sec();
 
-	k->pfd[0] = (struct pollfd){ .fd = signalfd(-1, stop, SFD_CLOEXEC), .events = POLLIN };
-	if (k->pfd[0].fd < 0) {
-		say("proxy", "no active checks: signalfd: %s", strerror(errno));
-		return;
-	}
+	k->pfd[0] = (struct pollfd){ .fd = k->m->sfd, .events = POLLIN };
 	for (;;) {
 		checks_start(k);
 		if (!checks_wait(k))
@@ -684,50 +811,50 @@ static void checks_run(struct checks *k, const sigset_t *stop)
 	for (unsigned i = 0; i < k->ups->n; i++)
 		if (k->pfd[1 + i].fd >= 0)
 			close(k->pfd[1 + i].fd);
-	close(k->pfd[0].fd);
 }
 
 /* Runs the workers until SIGINT/SIGTERM (or one fails), then stops them;
  * checks the upstreams meanwhile when asked to. */
-static void run_workers(struct worker *w, uint32_t n, struct proxy_opts *o)
+static void run_workers(struct worker *w, uint32_t n, struct proxy_opts *o, enum sheaf_io io)
 {
-	struct sigaction sa = { .sa_handler = on_wake }; /* no SA_RESTART */
-	sigset_t stop;
-	int sig;
+	struct main_ctx m = { .w = w, .n = n, .o = o, .io = io };
+	sigset_t sigs;
 
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
-	sigaction(SIGUSR1, &sa, NULL);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* the workers inherit it */
 	signal(SIGPIPE, SIG_IGN);
+	m.sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (m.sfd < 0) {
+		say("proxy", "signalfd: %s", strerror(errno));
+		return;
+	}
 	for (uint32_t i = 0; i < n; i++)
 		w[i].started = !pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
 	if (o->check_interval_ms) {
-		struct checks k = { .ups = &o->up, .interval_ms = o->check_interval_ms,
+		struct checks k = { .m = &m, .ups = &o->up, .interval_ms = o->check_interval_ms,
 				    .timeout_ms = o->check_interval_ms };
 
 		if (o->connect_timeout_ms && o->connect_timeout_ms < k.timeout_ms)
 			k.timeout_ms = o->connect_timeout_ms;
-		checks_run(&k, &stop);
+		checks_run(&k);
+	} else {
+		struct pollfd pfd = { .fd = m.sfd, .events = POLLIN };
+
+		while ((poll(&pfd, 1, -1) >= 0 || errno == EINTR) && on_signals(&m))
+			;
 	}
-	sigwait(&stop, &sig); /* returns at once if the checks saw it */
+	close(m.sfd);
+	/* sheaf_loop_stop wakes each loop itself */
 	for (uint32_t i = 0; i < n; i++)
 		sheaf_loop_stop(w[i].loop);
-	for (uint32_t i = 0; i < n; i++) {
-		struct timespec ts;
-
-		/* a wake-up can land just before the thread blocks: repeat it */
-		while (w[i].started) {
-			pthread_kill(w[i].tid, SIGUSR1);
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50 * 1000 * 1000;
-			if (ts.tv_nsec >= 1000000000)
-				ts.tv_sec++, ts.tv_nsec -= 1000000000;
-			if (!pthread_timedjoin_np(w[i].tid, NULL, &ts))
-				break;
-		}
-	}
+	for (uint32_t i = 0; i < n; i++)
+		if (w[i].started)
+			pthread_join(w[i].tid, NULL);
 }
 
 /* Sums the workers' counters, frees them; 0, or 1 if any failed or leaked. */
@@ -769,9 +896,11 @@ int cmd_proxy(int argc, char **argv)
 	struct worker *w;
 	int ret;
 
-	if ((ret = parse(argc, argv, &o)) || (ret = io_config("proxy", &o.io, 2 * o.max_conns, &cfg)))
+	if ((ret = parse(argc, argv, &o)) || (ret = fit_fd_limit(&o)) ||
+	    (ret = io_config("proxy", &o.io, 2 * o.max_conns, &cfg)))
 		return ret;
 	cfg.accept_max = o.max_conns; /* each client needs a slot for its upstream too */
+	cfg.backlog = o.backlog;
 	cfg.nodelay = o.nodelay;
 	cfg.connect_timeout_ms = o.connect_timeout_ms;
 	cfg.idle_timeout_ms = o.idle_timeout_ms;
@@ -799,7 +928,7 @@ int cmd_proxy(int argc, char **argv)
 		       cfg.buf_size, cfg.nbufs, o.threads, balance_name(o.up.balance),
 		       o.up.u[0].a.text, o.up.n > 1 ? ",..." : "");
 	fflush(stdout);
-	run_workers(w, o.threads, &o);
+	run_workers(w, o.threads, &o, cfg.io);
 	ret = finish_workers(w, o.threads, &o, cfg.io);
 	free(w);
 	ups_free(&o.up);

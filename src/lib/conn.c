@@ -378,7 +378,8 @@ static void on_recv(struct sheaf_conn *c, const struct sheaf__event *ev)
 	} else if (ev->res == 0 && c->state == SHEAF__OPEN) {
 		recv_eof(c);
 	} else if (ev->res == -ENOBUFS) {
-		l->st.recv_enobufs++; /* waits below */
+		l->st.recv_enobufs++;
+		sheaf__recv_wait(c);
 	} else if (ev->res < 0 && ev->res != -ECANCELED) {
 		sheaf__conn_abort(c, ev->res);
 	}

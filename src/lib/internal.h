@@ -318,6 +318,7 @@ struct sheaf_loop {
 	void *data;
 	struct sheaf__pool pool[SHEAF__POOLS];
 	unsigned armed[SHEAF__DIRS]; /* receives in flight per pool */
+	uint32_t waiting[SHEAF__DIRS]; /* connections on the wait list per pool */
 	bool recv_bundle;            /* cleared if the mapping guard trips */
 	bool enabled;                /* sheaf_loop_run started */
 	struct sheaf_conn *conns;
@@ -370,6 +371,7 @@ void sheaf__conn_writable(struct sheaf_loop *l); /* write-pool waiters */
 
 /* recv.c, for conn.c and loop.c */
 void sheaf__recv_arm(struct sheaf_conn *c);
+void sheaf__recv_wait(struct sheaf_conn *c);
 void sheaf__recv_stop(struct sheaf_conn *c);
 void sheaf__recv_forget(struct sheaf_conn *c);
 int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__event *ev);

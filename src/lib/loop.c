@@ -148,9 +148,10 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 		goto fail;
 	}
 	l->data = data;
-	l->be = cfg->io == SHEAF_IO_EPOLL ? &sheaf__epoll_backend : &sheaf__uring_backend;
-	l->recv_bundle = cfg->io == SHEAF_IO_BUNDLE || cfg->io == SHEAF_IO_SENDMSG ||
-			 cfg->io == SHEAF_IO_EPOLL;
+	/* l->cfg.io, not cfg->io: SHEAF_IO_AUTO was resolved above */
+	l->be = l->cfg.io == SHEAF_IO_EPOLL ? &sheaf__epoll_backend : &sheaf__uring_backend;
+	l->recv_bundle = l->cfg.io == SHEAF_IO_BUNDLE || l->cfg.io == SHEAF_IO_SENDMSG ||
+			 l->cfg.io == SHEAF_IO_EPOLL;
 	l->now = sheaf__now();
 	loop_limits(l);
 	ret = loop_alloc(l);

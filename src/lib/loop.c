@@ -478,6 +478,7 @@ int sheaf_loop_run(struct sheaf_loop *l)
 		run_timers(l);
 		sheaf__reap(l);
 	}
+	l->break_req = 0; /* consumed: the next sheaf_loop_run runs again */
 	for (unsigned d = 0; d < SHEAF__DIRS; d++)
 		sheaf__pool_flush(&l->pool[d]);
 	return 0;

@@ -405,14 +405,16 @@ static void writable(struct sheaf_conn *c)
 }
 
 /* At the start of a turn: connections that waited for the write pool, in
- * the order they waited, while it has free buffers. */
+ * the order they waited, while it has free buffers. One still connecting is
+ * told too: it may be written to, and no send of its own would tell it. */
 void sheaf__conn_writable(struct sheaf_loop *l)
 {
 	while (l->wwait && sheaf__pool_free(&l->pool[SHEAF__DIR_APP])) {
 		struct sheaf_conn *c = l->wwait;
 
 		l->wwait = c->wwait_next;
-		if (!c->want_write || c->q.count > l->hold_max / 2 || c->state != SHEAF__OPEN)
+		if (!c->want_write || c->q.count > l->hold_max / 2 ||
+		    (c->state != SHEAF__OPEN && c->state != SHEAF__CONNECTING))
 			continue; /* told already; its queue's drain calls it; or it went */
 		c->want_write = false;
 		if (l->cb.on_writable)

@@ -149,9 +149,10 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 		goto fail;
 	}
 	l->data = data;
-	l->be = cfg->io == SHEAF_IO_EPOLL ? &sheaf__epoll_backend : &sheaf__uring_backend;
-	l->recv_bundle = cfg->io == SHEAF_IO_BUNDLE || cfg->io == SHEAF_IO_SENDMSG ||
-			 cfg->io == SHEAF_IO_EPOLL;
+	/* l->cfg.io, not cfg->io: SHEAF_IO_AUTO was resolved above */
+	l->be = l->cfg.io == SHEAF_IO_EPOLL ? &sheaf__epoll_backend : &sheaf__uring_backend;
+	l->recv_bundle = l->cfg.io == SHEAF_IO_BUNDLE || l->cfg.io == SHEAF_IO_SENDMSG ||
+			 l->cfg.io == SHEAF_IO_EPOLL;
 	l->now = sheaf__now();
 	loop_limits(l);
 	ret = loop_alloc(l);
@@ -360,6 +361,22 @@ static bool pool_wanted(const struct sheaf_loop *l, unsigned d)
 }
 
 /*
+ * Does c's queue hold a buffer of a pool receivers wait for? Not only its
+ * head: a queue mixes pools (what the program wrote sits in the write pool,
+ * which no receiver waits for, and may be followed by forwarded buffers).
+ */
+static bool holds_wanted(struct sheaf_loop *l, const struct sheaf_conn *c,
+			 const bool *wanted)
+{
+	uint16_t g = c->q.head;
+
+	for (uint32_t i = 0; i < c->q.count; i++, g = *sheaf__buf_next(l->pool, g))
+		if (SHEAF__GID_DIR(g) < SHEAF__DIRS && wanted[SHEAF__GID_DIR(g)])
+			return true;
+	return false;
+}
+
+/*
  * While receivers wait for buffers of a pool, closes the connections whose
  * queue holds that pool's buffers and has sent nothing for
  * stall_timeout_ms: peers that stopped reading, pinning buffers the others
@@ -378,8 +395,8 @@ static void stall_sweep(struct sheaf_loop *l)
 	for (uint32_t i = 0; i < l->cfg.max_conns; i++) {
 		struct sheaf_conn *c = &l->conns[i];
 
-		if ((c->state != SHEAF__OPEN && c->state != SHEAF__CLOSING) || !c->q.count ||
-		    !wanted[SHEAF__GID_DIR(c->q.head)] || l->now - c->sent_at < limit)
+		if ((c->state != SHEAF__OPEN && c->state != SHEAF__CLOSING) ||
+		    l->now - c->sent_at < limit || !holds_wanted(l, c, wanted))
 			continue;
 		l->st.stall_closed++;
 		sheaf__conn_abort(c, -ETIMEDOUT);
@@ -518,6 +535,7 @@ int sheaf_loop_run(struct sheaf_loop *l)
 		run_timers(l);
 		sheaf__reap(l);
 	}
+	l->break_req = 0; /* consumed: the next sheaf_loop_run runs again */
 	for (unsigned d = 0; d < SHEAF__DIRS; d++)
 		sheaf__pool_flush(&l->pool[d]);
 	return 0;

@@ -35,7 +35,7 @@ enum sheaf_io {
 	SHEAF_IO_RING,    /* send ring, one buffer per send, no bundles (baseline) */
 	SHEAF_IO_PLAIN,   /* one send per received buffer, no send ring */
 	SHEAF_IO_SENDMSG, /* recv bundles, queued buffers gathered into one sendmsg */
-	SHEAF_IO_EPOLL,   /* no io_uring: epoll with readv/writev on the same pool */
+	SHEAF_IO_EPOLL,   /* no io_uring: epoll with readv/sendmsg on the same pool */
 	SHEAF_IO__COUNT,
 };
 
@@ -223,14 +223,16 @@ int sheaf_loop_post(struct sheaf_loop *loop,
  * now, then every every_ms milliseconds if every_ms is not 0. A one-shot
  * timer is freed after fn returns (t is invalid then); a periodic one lives
  * until sheaf_timer_cancel. Timers do not keep a stopping loop running.
- * Returns the timer, or NULL with *err = -ENOMEM. Loop thread only.
+ * Returns the timer, or NULL with *err = -ENOMEM (or -EINVAL: fn is NULL).
+ * Loop thread only.
  */
 struct sheaf_timer *sheaf_timer_add(struct sheaf_loop *loop, uint32_t after_ms,
 				    uint32_t every_ms,
 				    void (*fn)(struct sheaf_timer *t, void *arg),
 				    void *arg, int *err);
-/* Cancels and frees a timer that has not fired (or a periodic one), also
- * from inside its own fn. Loop thread only. */
+/* Cancels and frees a timer that has not fired, or a periodic one; from
+ * inside its own fn too (a one-shot timer is then freed after fn returns,
+ * as it would be anyway). NULL is allowed. Loop thread only. */
 void sheaf_timer_cancel(struct sheaf_timer *t);
 
 /*
@@ -282,7 +284,7 @@ int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b);
  * Stops on_data and on_eof for a started, unlinked connection until
  * sheaf_conn_resume: data of a receive already in flight is held (not
  * lost) and delivered first after resuming. 0, or -EINVAL (not started,
- * linked, or not open). Loop thread.
+ * linked, not open, or paused already). Loop thread.
  */
 int sheaf_conn_pause(struct sheaf_conn *c);
 /* Ends a pause: held data is delivered during the loop's next turn, then
@@ -298,7 +300,8 @@ int sheaf_conn_resume(struct sheaf_conn *c);
  *            write pool is empty; on_writable follows
  *   -EPIPE   c is closing, half-closed by us, or gone through an error
  *   -ENOBUFS the loop has no write pool (write_bufs = 0)
- * A return below len also means on_writable follows. len = 0 returns 0.
+ * A return below len also means on_writable follows. len = 0 returns 0
+ * when c could be written (else the error above).
  * c may still be connecting. Loop thread.
  */
 ssize_t sheaf_conn_write(struct sheaf_conn *c, const void *data, size_t len);

@@ -16,10 +16,11 @@
 #define RELISTEN_SECONDS 0.05 /* out of descriptors: try accepting again then */
 #define HOLD_BYTES (256u * 1024) /* what one queue may hold, at most */
 
-/* The first version of each struct (libsheaf.so.0.1) is the one here: a
- * smaller size is refused; later versions add fields after these. */
-#define CONFIG_V0 sizeof(struct sheaf_loop_config)
-#define CALLBACKS_V0 sizeof(struct sheaf_callbacks)
+/* The smallest size each struct is accepted with (its first version ends
+ * before these fields); a smaller size is refused, and the fields a caller's
+ * size leaves out read as zero. */
+#define CONFIG_V0 offsetof(struct sheaf_loop_config, write_bufs)
+#define CALLBACKS_V0 offsetof(struct sheaf_callbacks, on_writable)
 
 void sheaf_loop_config_init(struct sheaf_loop_config *cfg)
 {
@@ -139,8 +140,8 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 		goto fail;
 	ret = copy_sized(&l->cfg, sizeof(l->cfg), cfg, CONFIG_V0) ?:
 	      copy_sized(&l->cb, sizeof(l->cb), cb, CALLBACKS_V0) ?: check(&l->cfg);
-	if (!ret && l->cfg.io == SHEAF_IO_AUTO) {
-		ret = sheaf_io_resolve(SHEAF_IO_AUTO);
+	if (!ret) { /* auto picks a mode; an explicit one must be supported */
+		ret = sheaf_io_resolve(l->cfg.io);
 		if (ret > 0)
 			l->cfg.io = ret, ret = 0;
 	}

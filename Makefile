@@ -46,7 +46,13 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 KERN_SRC := $(wildcard tests/kernel/*.c)
 KERN_BIN := $(KERN_SRC:tests/kernel/%.c=$(BUILD)/tests/kernel_%)
 
-all: $(BUILD)/sheaf $(BUILD)/libsheaf.a $(BUILD)/libsheaf.so $(BUILD)/sheaf.pc
+# examples/: small programs using only sheaf.h (make test also builds them
+# against an installed copy, with pkg-config)
+EX_SRC   := $(wildcard examples/*.c)
+EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
+MAN3     := $(wildcard man/man3/*.3)
+
+all: $(BUILD)/sheaf $(BUILD)/libsheaf.a $(BUILD)/libsheaf.so $(BUILD)/sheaf.pc $(EX_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -72,9 +78,16 @@ $(BUILD)/sheaf: $(CLI_OBJ) $(BUILD)/libsheaf.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libsheaf.a $(LDLIBS) -lm
 
+$(BUILD)/examples/%: examples/%.c examples/example.h include/sheaf.h $(BUILD)/libsheaf.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsheaf.a $(LDLIBS)
+
+# static linking needs liburing and libpthread too: Requires.private and
+# Libs.private say so (pkg-config --static)
 $(BUILD)/sheaf.pc: Makefile
 	@mkdir -p $(BUILD)
-	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: sheaf\nDescription: io_uring send/recv bundles over shared provided-buffer pools\nVersion: %s\nRequires.private: liburing\nLibs: -L$${libdir} -lsheaf\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
+	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: sheaf\nDescription: io_uring send/recv bundles over shared provided-buffer pools\nVersion: %s\nRequires.private: liburing\nLibs: -L$${libdir} -lsheaf\nLibs.private: -lpthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(CLI_LIBOBJ) $(BUILD)/libsheaf.a
 	@mkdir -p $(dir $@)
@@ -112,8 +125,10 @@ install: all
 	install -m 644 $(BUILD)/libsheaf.a $(BUILD)/$(SO_REAL) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf $(SO_REAL) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libsheaf.so
-	install -m 644 $(BUILD)/sheaf.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed 's|^prefix=.*|prefix=$(PREFIX)|' $(BUILD)/sheaf.pc > $(DESTDIR)$(PREFIX)/lib/pkgconfig/sheaf.pc
 	install -m 644 include/sheaf.h $(DESTDIR)$(PREFIX)/include/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man3
+	$(if $(MAN3),install -m 644 $(MAN3) $(DESTDIR)$(PREFIX)/share/man/man3/)
 
 clean:
 	rm -rf build build-san

@@ -147,6 +147,11 @@ struct sheaf_loop_config {
 	uint32_t write_bufs;  /* buffers (of buf_size) for what the program writes
 			       * itself (sheaf_conn_write, sheaf_conn_buf_get):
 			       * 0, or a power of two up to 16384; 0 = no writes */
+	uint32_t accept_max;  /* accepted connections open at once: at this count
+			       * (or with no free slot) listeners stop accepting,
+			       * and new clients wait in the kernel's backlog until
+			       * one closes; 0 = max_conns */
+	uint32_t backlog;     /* listen(2) backlog; 0 = 4096 */
 };
 
 /* Limits for the configuration above. */
@@ -229,7 +234,8 @@ struct sheaf_timer *sheaf_timer_add(struct sheaf_loop *loop, uint32_t after_ms,
 void sheaf_timer_cancel(struct sheaf_timer *t);
 
 /*
- * Listens on addr (backlog 4096; a multishot accept, or epoll readiness);
+ * Listens on addr (backlog from the configuration; one accept in flight at
+ * a time, or epoll readiness);
  * on_accept gets listen_data. Returns the listening fd (owned by the loop:
  * do not close it) or -errno (-ENOSPC after 8 listeners). Loop thread, or
  * before the loop first runs.
@@ -241,7 +247,7 @@ int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
  * Starts connecting to addr (copied); on_connect reports the result
  * (-ETIMEDOUT after connect_timeout_ms). Returns the connection, or NULL
  * with *err: -EMFILE (no free slot, or stopping), -EINVAL, or socket()'s
- * error; then on_connect is not called. Data may be written to a
+ * error; then neither on_connect nor on_close is called. Data may be written to a
  * connection that is still connecting: it is sent once connected. Loop
  * thread.
  */
@@ -328,8 +334,9 @@ void sheaf_conn_close(struct sheaf_conn *c);
 void *sheaf_conn_data(const struct sheaf_conn *c);
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data);
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
-/* c's socket, for getpeername, getsockopt and the like; owned by the
- * loop: never read, write or close it. Loop thread. */
+/* The connection's socket, for getpeername, getsockopt and the like; the
+ * loop owns it (never read, write or close it, nor change its flags). Valid
+ * until on_close: the socket is closed before that callback. Loop thread. */
 int sheaf_conn_fd(const struct sheaf_conn *c);
 
 /*
@@ -341,7 +348,9 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 /* Counters (uint64_t): events since the loop was created. */
 #define SHEAF_STATS_COUNTERS(X) \
 	X(accepted)        /* connections accepted */ \
-	X(rejected)        /* accepted, then closed at once (max_conns, stopping) */ \
+	X(rejected)        /* accepted, then closed at once (stopping) */ \
+	X(accept_pauses)   /* listeners stopped at accept_max or out of slots or \
+			      descriptors: clients waited in the backlog */ \
 	X(connects)        /* outgoing connections started (sheaf_connect) */ \
 	X(connect_failed)  /* of those, failed or timed out */ \
 	X(closed)          /* connections closed, for any reason */ \

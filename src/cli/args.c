@@ -81,12 +81,23 @@ int parse_addr(const char *s, struct addr *a)
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICSERV;
 	if (getaddrinfo(host, port, &hints, &res))
-		return -EINVAL;
+		return -ENOENT;
 	memcpy(&a->ss, res->ai_addr, res->ai_addrlen);
 	a->len = res->ai_addrlen;
 	freeaddrinfo(res);
 	snprintf(a->text, sizeof(a->text), "%s", s);
 	return 0;
+}
+
+int addr_opt(const char *cmd, const char *opt, const char *val, struct addr *a)
+{
+	int err = parse_addr(val, a);
+
+	if (err == -ENOENT)
+		say(cmd, "--%s %s: the host name does not resolve", opt, val);
+	else if (err)
+		say(cmd, "--%s %s: not a HOST:PORT address", opt, val);
+	return err ? EXIT_USAGE : 0;
 }
 
 void free_list(char **items, unsigned n)

@@ -20,7 +20,11 @@ struct addr {
 /* Parsers: 0 or -EINVAL; they never print. */
 int parse_size(const char *s, uint64_t *out);      /* 64K, 16M, 1G, 123 */
 int parse_u32(const char *s, uint32_t *out);
-int parse_addr(const char *s, struct addr *a);     /* 1.2.3.4:80, [::1]:80, name:80 */
+/* 1.2.3.4:80, [::1]:80, name:80 (resolved now: the first address); -EINVAL,
+ * or -ENOENT when the name does not resolve */
+int parse_addr(const char *s, struct addr *a);
+/* parse_addr for the value of --opt; prints what is wrong: 0 or EXIT_USAGE. */
+int addr_opt(const char *cmd, const char *opt, const char *val, struct addr *a);
 /* The address fd is bound to (port 0 resolved), as text too. */
 int addr_bound(int fd, struct addr *a);
 int parse_list(const char *s, char ***items, unsigned *n); /* a,b,c (malloc'd) */

@@ -63,10 +63,8 @@ static int parse(int argc, char **argv, struct sink_opts *o)
 	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
 		switch (c) {
 		case 'l':
-			if (parse_addr(optarg, &o->listen)) {
-				say("sink", "--listen %s: not a HOST:PORT address", optarg);
+			if (addr_opt("sink", "listen", optarg, &o->listen))
 				return EXIT_USAGE;
-			}
 			o->have_listen = true;
 			break;
 		case 'v': o->verify = true; break;

@@ -127,10 +127,8 @@ static int parse(int argc, char **argv, struct source_opts *o)
 	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
 		switch (c) {
 		case 'c':
-			if (parse_addr(optarg, &o->to)) {
-				say("source", "--connect %s: not a HOST:PORT address", optarg);
+			if (addr_opt("source", "connect", optarg, &o->to))
 				return EXIT_USAGE;
-			}
 			o->have_to = true;
 			break;
 		case 'n':

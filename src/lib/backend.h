@@ -17,9 +17,12 @@ struct sheaf__backend {
 	int (*init)(struct sheaf_loop *l);
 	void (*fini)(struct sheaf_loop *l);
 	/* Starts or stops accepting on l->listen[i]; events: SHEAF__OP_ACCEPT
-	 * (res = fd or -errno; without F_MORE the listener is no longer armed). */
+	 * (res = fd or -errno; without F_MORE the listener is no longer armed).
+	 * unlisten is for good (stopping); pause only stops reporting accepts
+	 * (with F_MORE still armed), and listen arms it again. */
 	int (*listen)(struct sheaf_loop *l, unsigned i);
 	void (*unlisten)(struct sheaf_loop *l, unsigned i);
+	void (*pause)(struct sheaf_loop *l, unsigned i);
 	/* Starts connecting c to c->addr; event SHEAF__OP_CONNECT. 0 or -errno. */
 	int (*connect)(struct sheaf_conn *c);
 	/* One receive of at most `bufs` buffers from c's pool; event

@@ -149,8 +149,10 @@ static void conn_free(struct sheaf_conn *c)
 	if (err && err != -ECONNRESET && err != -EPIPE)
 		l->st.errors++;
 	l->st.closed++;
-	if (l->cb.on_close)
+	if (l->cb.on_close && !c->unseen)
 		l->cb.on_close(c, err);
+	if (c->dir == SHEAF__DIR_IN)
+		l->accepted_open--;
 	c->state = SHEAF__FREE;
 	c->gen++;
 	l->free_slots[l->nfree++] = c->slot;
@@ -509,6 +511,7 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *l, const struct sockaddr *ad
 	ret = l->be->connect(c);
 	if (ret) { /* failed at once: no callback, like socket() failing */
 		l->st.connect_failed++;
+		c->unseen = true;
 		sheaf__conn_abort(c, ret);
 		*err = ret;
 		return NULL;

@@ -131,6 +131,11 @@ static int ep_listen(struct sheaf_loop *l, unsigned i)
 	return 0;
 }
 
+static void ep_pause(struct sheaf_loop *l, unsigned i)
+{
+	epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_DEL, l->listen[i].fd, NULL);
+}
+
 static void ep_unlisten(struct sheaf_loop *l, unsigned i)
 {
 	epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_DEL, l->listen[i].fd, NULL);
@@ -298,6 +303,8 @@ static void accept_ready(struct sheaf_loop *l, unsigned i,
 			return;
 		}
 		fire(l, &(struct sheaf__event){ u, fd, IORING_CQE_F_MORE });
+		if (!l->listen[i].armed)
+			return; /* paused or stopped meanwhile */
 	}
 }
 
@@ -364,6 +371,7 @@ const struct sheaf__backend sheaf__epoll_backend = {
 	.fini = ep_fini,
 	.listen = ep_listen,
 	.unlisten = ep_unlisten,
+	.pause = ep_pause,
 	.connect = ep_connect,
 	.recv = ep_recv,
 	.recv_cancel = ep_recv_cancel,

@@ -242,6 +242,8 @@ struct sheaf_conn {
 	bool held_eof;                 /* EOF came while paused */
 	bool want_write;               /* a write fell short: on_writable due */
 	bool resuming;                 /* on the loop's resume list */
+	bool unseen;                   /* sheaf_connect failed at once: the program
+					* never had it, so no on_close */
 	struct sheaf_conn *peer;       /* linked: what we receive goes there */
 	struct sheaf_conn *paused_src; /* the sender we paused (queue full) */
 	struct sheaf_conn *paused_by;  /* whose full queue paused us */
@@ -275,6 +277,7 @@ struct sheaf_conn {
 struct sheaf__listener {
 	int fd;
 	bool armed;
+	bool paused;     /* stopped at accept_max: listen again when one closes */
 	void *data;
 	double retry_at; /* re-listen then (out of descriptors), or 0 */
 };
@@ -319,6 +322,8 @@ struct sheaf_loop {
 	bool enabled;                /* sheaf_loop_run started */
 	struct sheaf_conn *conns;
 	uint32_t *free_slots, nfree, nconns;
+	uint32_t accepted_open;      /* accepted connections not yet freed */
+	bool accept_paused;          /* a listener is paused (accept_max) */
 	struct sheaf__listener listen[SHEAF__MAX_LISTEN];
 	unsigned nlisten;
 	struct sheaf_conn *wait_head, *wait_tail;

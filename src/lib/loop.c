@@ -16,9 +16,10 @@
 #define RELISTEN_SECONDS 0.05 /* out of descriptors: try accepting again then */
 #define HOLD_BYTES (256u * 1024) /* what one queue may hold, at most */
 
-/* The first version of each struct ended here: a smaller size is refused. */
-#define CONFIG_V0 offsetof(struct sheaf_loop_config, write_bufs)
-#define CALLBACKS_V0 offsetof(struct sheaf_callbacks, on_writable)
+/* The first version of each struct (libsheaf.so.0.1) is the one here: a
+ * smaller size is refused; later versions add fields after these. */
+#define CONFIG_V0 sizeof(struct sheaf_loop_config)
+#define CALLBACKS_V0 sizeof(struct sheaf_callbacks)
 
 void sheaf_loop_config_init(struct sheaf_loop_config *cfg)
 {
@@ -205,7 +206,7 @@ int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (l->cfg.reuseport)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (bind(fd, addr, len) || listen(fd, 4096)) {
+	if (bind(fd, addr, len) || listen(fd, l->cfg.backlog ? (int)l->cfg.backlog : 4096)) {
 		ret = -errno;
 		close(fd);
 		return ret;
@@ -218,6 +219,15 @@ int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 	}
 	l->listen[l->nlisten++].armed = true;
 	return fd;
+}
+
+/* No more accepts now: accept_max accepted connections are open, or no
+ * slot is free. */
+static bool accept_full(const struct sheaf_loop *l)
+{
+	uint32_t max = l->cfg.accept_max ? l->cfg.accept_max : l->cfg.max_conns;
+
+	return l->accepted_open >= max || !l->nfree;
 }
 
 static void on_accept(struct sheaf_loop *l, const struct sheaf__event *ev)
@@ -235,11 +245,23 @@ static void on_accept(struct sheaf_loop *l, const struct sheaf__event *ev)
 			l->st.rejected++;
 		} else {
 			l->st.accepted++;
+			l->accepted_open++;
 			if (l->cb.on_accept)
 				l->cb.on_accept(c, ls->data);
 		}
 	}
-	if (ls->armed || l->stopping)
+	if (l->stopping)
+		return;
+	if (accept_full(l)) {
+		/* the rest wait in the backlog until a connection closes */
+		if (ls->armed)
+			l->be->pause(l, i);
+		ls->armed = false;
+		ls->paused = l->accept_paused = true;
+		l->st.accept_pauses++;
+		return;
+	}
+	if (ls->armed)
 		return;
 	ls->armed = true; /* again now, or after a pause */
 	if (ev->res == -EMFILE || ev->res == -ENFILE || ev->res == -ENOMEM ||
@@ -247,6 +269,22 @@ static void on_accept(struct sheaf_loop *l, const struct sheaf__event *ev)
 		ls->retry_at = l->now + RELISTEN_SECONDS;
 	else if (l->be->listen(l, i))
 		ls->armed = false;
+}
+
+/* At the start of a turn: paused listeners accept again once there is room. */
+static void accept_resume(struct sheaf_loop *l)
+{
+	if (accept_full(l))
+		return;
+	l->accept_paused = false;
+	for (unsigned i = 0; i < l->nlisten; i++) {
+		struct sheaf__listener *ls = &l->listen[i];
+
+		if (!ls->paused)
+			continue;
+		ls->paused = false;
+		ls->armed = !l->be->listen(l, i);
+	}
 }
 
 static bool listeners_armed(const struct sheaf_loop *l)
@@ -275,9 +313,10 @@ static void begin_stop(struct sheaf_loop *l)
 {
 	l->stopping = true;
 	for (unsigned i = 0; i < l->nlisten; i++) {
-		if (l->listen[i].retry_at)
+		if (l->listen[i].retry_at || l->listen[i].paused)
 			l->listen[i].armed = false;
 		l->listen[i].retry_at = 0;
+		l->listen[i].paused = false;
 		l->be->unlisten(l, i);
 	}
 	for (uint32_t i = 0; i < l->cfg.max_conns; i++)
@@ -448,6 +487,8 @@ static bool turn_begin(struct sheaf_loop *l)
 	sheaf__reap(l);
 	if (l->stopping && !l->nconns && !listeners_armed(l))
 		return false;
+	if (l->accept_paused && !l->stopping)
+		accept_resume(l);
 	if (l->resume)
 		sheaf__conn_resumed(l);
 	if (l->wwait)

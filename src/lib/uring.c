@@ -69,20 +69,28 @@ static void uring_fini(struct sheaf_loop *l)
 	l->be_state = NULL;
 }
 
+/*
+ * One accept at a time, not multishot: the loop decides after each whether
+ * to accept another (accept_max), so no connection is ever taken from the
+ * backlog only to be closed for want of a slot.
+ */
 static int uring_listen(struct sheaf_loop *l, unsigned i)
 {
 	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
 
-	io_uring_prep_multishot_accept(sqe, l->listen[i].fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_prep_accept(sqe, l->listen[i].fd, NULL, NULL, SOCK_CLOEXEC);
 	sqe->user_data = sheaf__ud(SHEAF__OP_ACCEPT, i, 0);
 	return 0;
 }
 
-/* shutdown ends the multishot accept; its last completion says when */
+/* shutdown ends the accept in flight; its completion says when */
 static void uring_unlisten(struct sheaf_loop *l, unsigned i)
 {
 	shutdown(l->listen[i].fd, SHUT_RDWR);
 }
+
+/* nothing is in flight after a completion: not arming again is the pause */
+static void uring_pause(struct sheaf_loop *l, unsigned i) { }
 
 static int uring_watch(struct sheaf_loop *l, int fd)
 {
@@ -201,6 +209,7 @@ const struct sheaf__backend sheaf__uring_backend = {
 	.fini = uring_fini,
 	.listen = uring_listen,
 	.unlisten = uring_unlisten,
+	.pause = uring_pause,
 	.connect = uring_connect,
 	.recv = uring_recv,
 	.recv_cancel = uring_recv_cancel,

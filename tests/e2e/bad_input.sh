@@ -51,7 +51,9 @@ expect 2 "--bufs 1000"        proxy $L --upstream "$UP" --bufs 1000
 expect 2 "--bufs 65536"       proxy $L --upstream "$UP" --bufs 65536
 expect 2 "bogus"              proxy $L --upstream "$UP" --io bogus
 expect 2 "nonsense"           proxy --listen nonsense --upstream "$UP"
-expect 1 "127.0.0.1:1"        proxy $L --upstream 127.0.0.1:1
+expect 2 "does not resolve"   proxy $L --upstream nosuch.invalid:80
+expect 2 "--balance random"   proxy $L --upstream "$UP" --balance random
+expect 2 "--check-interval"   proxy $L --upstream "$UP" --check-interval -5
 expect 2 "--upstream"         proxy $L
 expect 1 "127.0.0.1:1"        source --connect 127.0.0.1:1
 expect 2 "--conns 0"          sink $L --conns 0

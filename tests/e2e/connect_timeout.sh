@@ -5,17 +5,15 @@
 . "$(dirname "$0")/lib.sh"
 require_sheaf
 
-# hole PORTFILE: an upstream whose start-up check is accepted, and whose
-# listen(0) queue is then kept full so that later SYNs are dropped
+# hole PORTFILE: an upstream whose listen(0) queue is kept full, so that
+# SYNs are dropped
 hole() {
 	python3 - "$1" >/dev/null 2>&1 <<'PY' &
 import os, socket, sys, time
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
+f = socket.create_connection(("127.0.0.1", s.getsockname()[1]))  # queue full
 open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-s.settimeout(30)
-s.accept()[0].close()  # the proxy's start-up check
-f = socket.create_connection(("127.0.0.1", s.getsockname()[1]))  # queue full
 time.sleep(30)
 PY
 	track $!

@@ -80,11 +80,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # wait_port FILE [PID]: poll up to 5 s for a "listening on HOST:PORT" line in
-# FILE and print PORT.  Returns 1 on timeout or when PID died first.
+# FILE (HOST: IPv4 or [IPv6]) and print PORT.  Returns 1 on timeout or when PID
+# died first.
 wait_port() {
 	local file=$1 pid=${2:-} i=0 port
 	while [ "$i" -lt 50 ]; do
-		port=$(sed -n 's/.*listening on [0-9.]*:\([0-9][0-9]*\).*/\1/p' "$file" 2>/dev/null | head -n1)
+		port=$(sed -n 's/.*listening on \(\[[0-9a-fA-F:.]*\]\|[0-9.]*\):\([0-9][0-9]*\).*/\2/p' \
+			"$file" 2>/dev/null | head -n1)
 		if [ "$port" = 0 ]; then
 			echo "wait_port: $file names port 0, not the bound port (stale binary?)" >&2
 			return 1
@@ -213,4 +215,44 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; }
 small_socket_buffers() {
 	echo "4096 4096 4096" >/proc/sys/net/ipv4/tcp_wmem &&
 		echo "4096 4096 4096" >/proc/sys/net/ipv4/tcp_rmem
+}
+
+# report STATUS DESCRIPTION...: prints "ok NAME: DESCRIPTION" when STATUS is 0,
+# else "FAIL NAME: ..." and sets E2E_FAILED=1 (end with: exit $E2E_FAILED).
+# Keep the status in a variable first: expanding DESCRIPTION may change $?.
+E2E_FAILED=0
+report() {
+	local st=$1
+	shift
+	if [ "$st" -eq 0 ]; then
+		echo "ok $E2E_NAME: $*"
+	else
+		echo "FAIL $E2E_NAME: $*"
+		E2E_FAILED=1
+	fi
+}
+
+# free_port [HOST]: a port with no listener on HOST (default 127.0.0.1) now.
+free_port() {
+	python3 -c 'import socket, sys
+h = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET)
+s.bind((h, 0)); print(s.getsockname()[1])' "${1:-127.0.0.1}"
+}
+
+# wait_line FILE PATTERN [SECONDS] [COUNT]: wait (default 5 s) until FILE has
+# COUNT (default 1) lines matching PATTERN (grep -E); returns 1 on timeout.
+wait_line() {
+	local i=0 limit=$(( ${3:-5} * 10 )) n
+	while n=$(grep -Ec -- "$2" "$1" 2>/dev/null); [ "${n:-0}" -lt "${4:-1}" ]; do
+		[ "$i" -ge "$limit" ] && return 1
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+# names ARGS...: servers.py names ARGS (bounded), printing what follows "names: ".
+names() {
+	timeout 30 python3 "$REPO_ROOT/tests/e2e/servers.py" names --timeout 5 "$@" |
+		sed -n 's/^names: //p'
 }

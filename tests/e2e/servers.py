@@ -5,7 +5,7 @@ Servers (thread per connection, run until killed; each listens on
 --host:--port, port 0 = any free one, and writes the bound port to
 --port-file, atomically via rename).  They print one line per connection on
 stdout: "conn N ok ...", "conn N BAD ..." (a byte or length that was wrong),
-"conn N probe" (closed without sending a byte: the proxy's start-up check),
+"conn N probe" (closed without sending a byte),
 "conn N held" / "conn N closed ...".
 
   early      reads the first --read-first bytes of the upload, then stops
@@ -22,6 +22,9 @@ stdout: "conn N ok ...", "conn N BAD ..." (a byte or length that was wrong),
              too, but through the ordinary close path).
   slow       a slow echo: tiny receive buffer (--rcvbuf), recv --chunk
              bytes, sleep --delay seconds, send them back.
+  banner     prints "conn N accepted" at once, sends --name and a newline,
+             then reads until EOF and closes ("conn N closed"); which
+             upstream a client reached, and how many connections each got.
 
 Every upload a client of this file sends starts with an 8-byte header,
 b"SHPY" + key (u32 LE), followed by a pattern stream (a pseudo-random
@@ -44,6 +47,12 @@ Clients:
              when all ended (however), printing what each sent and how it
              ended.  --progress-file: total bytes sent so far, rewritten
              every 0.2 s.
+  names      --conns N connections one after the other (from --bind ADDR,
+             or connection i from the i-th of ADDR,ADDR,... in turn), each reading a banner line before the next opens; prints
+             "names: X Y ..." (one per connection, "-" where none came) and
+             closes them all at the end.  --plan "10,+1.5,5": 10 connections,
+             a 1.5 s pause, 5 more (timed in one process: no start-up delay
+             between the steps).
 """
 
 import argparse
@@ -299,12 +308,27 @@ def serve_slow(c, n, a):
         say("conn %d ok echoed=%d" % (n, total))
 
 
-SERVERS = {"early": serve_early, "echo": serve_echo, "blackhole": serve_blackhole,
+def serve_banner(c, n, a):
+    say("conn %d accepted" % n)
+    try:
+        c.sendall(a.name.encode() + b"\n")
+        while recv_some(c):
+            pass
+    except OSError:
+        pass
+    say("conn %d closed" % n)
+
+
+SERVERS = {"banner": serve_banner, "early": serve_early, "echo": serve_echo, "blackhole": serve_blackhole,
            "split": serve_split, "readclose": serve_readclose, "slow": serve_slow}
 
 
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def run_server(a):
-    srv = socket.socket()
+    srv = socket.socket(family(a.host))
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if a.rcvbuf:
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, a.rcvbuf)
@@ -473,9 +497,50 @@ def run_push(a):
     return 0
 
 
+def read_line(s):
+    line = b""
+    try:
+        while not line.endswith(b"\n"):
+            d = s.recv(64)
+            if not d:
+                break
+            line += d
+    except OSError:
+        pass
+    return line.decode(errors="replace").strip() or "-"
+
+
+def name_one(a, names):
+    s = socket.socket(family(a.host))
+    s.settimeout(a.timeout)
+    try:
+        if a.bind:
+            binds = a.bind.split(",")
+            s.bind((binds[len(names) % len(binds)], 0))
+        s.connect((a.host, a.port))
+        names.append(read_line(s))
+    except OSError as e:
+        names.append("!" + type(e).__name__)
+    return s
+
+
+def run_names(a):
+    socks, names = [], []
+    for step in (a.plan or str(a.conns)).split(","):
+        if step.startswith("+"):
+            time.sleep(float(step[1:]))
+        else:
+            for _ in range(int(step)):
+                socks.append(name_one(a, names))
+    say("names: " + " ".join(names))
+    for s in socks:
+        s.close()
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=sorted(SERVERS) + ["client", "push"])
+    p.add_argument("mode", choices=sorted(SERVERS) + ["client", "push", "names"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--port-file", help="servers: write the bound port here")
@@ -494,11 +559,16 @@ def main():
     p.add_argument("--progress-file")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--stall", type=float, default=0.0)
+    p.add_argument("--name", default="?", help="banner: the line it sends")
+    p.add_argument("--bind", help="names: local address(es) to connect from, a,b,...")
+    p.add_argument("--plan", help="names: N (connections) and +S (pause) steps, a,b,...")
     a = p.parse_args()
     if a.mode == "client":
         if a.expect not in ("early", "echo"):
             p.error("client needs --expect early|echo")
         run_client(a)
+    elif a.mode == "names":
+        return run_names(a)
     elif a.mode == "push":
         if not a.port:
             p.error("push needs --port")

@@ -132,7 +132,7 @@ slow_case() {
 		--conns "$SLOW_CONNS" --upload "$SLOW_BYTES" --expect echo --timeout 45 --stall 10 >"$cout" 2>&1
 	crc=$?
 	stop_proxy_check
-	# one line per connection that ended, besides the proxy's probe
+	# one line per connection that ended, besides any that sent no byte (probe)
 	local i=0
 	while [ "$(tail -n +"$((skip0 + 1))" "$SLOW_OUT" | grep -vc ' probe$')" -lt "$SLOW_CONNS" ] && [ "$i" -lt 50 ]; do
 		sleep 0.1

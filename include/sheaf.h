@@ -4,7 +4,10 @@
  *
  * Conventions: functions return 0 (or a positive count) on success and a
  * negative errno on failure; constructors that return a pointer report the
- * error through an `int *err` out-parameter. One loop is owned by one thread.
+ * error through an `int *err` out-parameter (which may be NULL). One loop is
+ * owned by one thread: "Loop thread" below means the thread that runs the
+ * loop (its callbacks included) or, before the first sheaf_loop_run, the one
+ * thread that sets it up.
  */
 #ifndef SHEAF_H
 #define SHEAF_H
@@ -105,7 +108,8 @@ struct sheaf_callbacks {
 	 * to it or close it. listen_data is what sheaf_listen was given. */
 	void (*on_accept)(struct sheaf_conn *c, void *listen_data);
 	/* An outgoing connection finished connecting; err is 0 or -errno
-	 * (then c is closed after the callback returns: on_close follows). */
+	 * (then c is closed after the callback returns, on_close follows, and
+	 * c cannot be started, linked or written to meanwhile). */
 	void (*on_connect)(struct sheaf_conn *c, int err);
 	/* Data arrived on a started, unlinked connection. The buffers go back
 	 * to the pool when this returns unless forwarded (sheaf_conn_forward);
@@ -172,7 +176,8 @@ int sheaf_config_check(const struct sheaf_loop_config *cfg);
 
 /*
  * Creates a loop: its io_uring (or epoll set, for SHEAF_IO_EPOLL), its
- * pools and connection table, all allocated here and never later. cfg and
+ * pools and connection table, allocated here and never grown (send rings,
+ * timers and posted functions are allocated as needed). cfg and
  * cb are copied; data is returned by sheaf_loop_data. Returns the loop, or
  * NULL with *err (if err is not NULL) set to -EINVAL (bad configuration or
  * callbacks size), -EOPNOTSUPP (io mode unsupported here), -ENOMEM, or
@@ -267,7 +272,8 @@ int sheaf_conn_start(struct sheaf_conn *c);
  * directions are finished or either fails (the other then gets what it has
  * queued, and a reset instead of a FIN). Starts both; data a paused
  * connection (sheaf_conn_pause) holds goes to the other first, and pauses
- * end. 0, or -EINVAL (not both open, already linked, a == b). Loop thread.
+ * end. 0, or -EINVAL (not both open, already linked, a == b, or of two
+ * loops). Loop thread.
  */
 int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b);
 /*
@@ -276,7 +282,9 @@ int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b);
  * receiving connection's next receives are bounded by what `to` may still
  * hold, and it pauses until `to` has sent half of it (one sender per queue
  * is paused so: with several feeding one queue, only the first is held).
- * Returns 0, -EINVAL (not inside on_data, or twice) or -EPIPE (to is closing).
+ * `to` may still be connecting (the data is sent once it is connected) and
+ * must belong to the same loop. Returns 0, -EINVAL (not inside on_data,
+ * twice, or another loop's connection) or -EPIPE (to is closing or failed).
  */
 int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b);
 
@@ -326,8 +334,8 @@ int sheaf_conn_write_buf(struct sheaf_conn *c, void *buf, size_t len);
 void sheaf_buf_put(struct sheaf_loop *loop, void *buf);
 
 /*
- * Closes c after its queued data is sent (half-closing our side first);
- * on_close follows. A connection still connecting is dropped at once.
+ * Closes c once its queued data is sent: the peer sees a FIN, or a reset if
+ * data it sent is still unread (or c failed); on_close follows. A connection still connecting is dropped at once.
  * Calling it again, or on a closing connection, does nothing. Loop thread.
  */
 void sheaf_conn_close(struct sheaf_conn *c);
@@ -336,6 +344,7 @@ void sheaf_conn_close(struct sheaf_conn *c);
  * (NULL for an accepted connection until set). Loop thread. */
 void *sheaf_conn_data(const struct sheaf_conn *c);
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data);
+/* The loop c belongs to. Loop thread. */
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
 /* The connection's socket, for getpeername, getsockopt and the like; the
  * loop owns it (never read, write or close it, nor change its flags). Valid

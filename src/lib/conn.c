@@ -266,18 +266,21 @@ void sheaf__conn_connected(struct sheaf_conn *c, int res)
 	if (c->state != SHEAF__CONNECTING)
 		return; /* gone already (timed out, closed) */
 	deadline_remove(c);
-	c->state = SHEAF__OPEN;
-	if (res < 0)
-		l->st.connect_failed++;
-	if (l->cb.on_connect)
-		l->cb.on_connect(c, res);
 	if (res < 0) {
+		/* still not open in its on_connect: no start, link or write */
+		l->st.connect_failed++;
+		c->err = res;
+		if (l->cb.on_connect)
+			l->cb.on_connect(c, res);
 		sheaf__conn_abort(c, res);
-	} else {
-		if (c->q.count && c->state != SHEAF__DEAD)
-			send_more(c); /* written while it was connecting */
-		progress(c);
+		return;
 	}
+	c->state = SHEAF__OPEN;
+	if (l->cb.on_connect)
+		l->cb.on_connect(c, 0);
+	if (c->q.count && c->state != SHEAF__DEAD)
+		send_more(c); /* written while it was connecting (closing: still sent) */
+	progress(c);
 }
 
 /* ---- data ------------------------------------------------------------- */
@@ -487,8 +490,10 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *l, const struct sockaddr *ad
 				 socklen_t len, void *data, int *err)
 {
 	struct sheaf_conn *c;
-	int fd, ret;
+	int fd, ret, dummy;
 
+	if (!err)
+		err = &dummy;
 	if (len > sizeof(c->addr)) {
 		*err = -EINVAL;
 		return NULL;
@@ -555,7 +560,7 @@ static void hand_over_held(struct sheaf_conn *c)
 
 int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b)
 {
-	if (a == b || a->peer || b->peer || a->state != SHEAF__OPEN ||
+	if (a == b || a->loop != b->loop || a->peer || b->peer || a->state != SHEAF__OPEN ||
 	    b->state != SHEAF__OPEN)
 		return -EINVAL;
 	a->peer = b;
@@ -572,9 +577,9 @@ int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b)
 	struct sheaf_loop *l = to->loop;
 	struct sheaf_conn *src = l->cur_src;
 
-	if (!src || l->cur_forwarded || b->iov != l->iov)
+	if (!src || l->cur_forwarded || b->iov != l->iov || to->loop != l)
 		return -EINVAL;
-	if (to->state != SHEAF__OPEN)
+	if ((to->state != SHEAF__OPEN && to->state != SHEAF__CONNECTING) || to->err)
 		return -EPIPE;
 	l->cur_forwarded = true;
 	queue_on(to, l->bids, l->cur_n);

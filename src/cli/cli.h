@@ -17,17 +17,34 @@ struct addr {
 	char text[128]; /* as given, for messages */
 };
 
-/* Parsers: 0 or -EINVAL; they never print. */
-int parse_size(const char *s, uint64_t *out);      /* 64K, 16M, 1G, 123 */
-int parse_u32(const char *s, uint32_t *out);
-/* 1.2.3.4:80, [::1]:80, name:80 (resolved now: the first address); -EINVAL,
- * or -ENOENT when the name does not resolve */
+/*
+ * Parsers; they never print. Numbers are ASCII digits only: no sign, no
+ * white space, no "0x", nothing after them. 0, -EINVAL (not such a number),
+ * -ERANGE (a number, out of range), and *out untouched on error.
+ */
+int parse_num(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+int parse_u32(const char *s, uint32_t *out);       /* 0 .. 2^32-1 */
+/* digits, then K, M or G (x 1024^n, any case) with an optional B or iB; or B */
+int parse_size(const char *s, uint64_t *out);
+/* 1.2.3.4:80, [::1]:80, name:80 (resolved now: the first address); PORT
+ * 0 to 65535 as parse_num; -EINVAL, -ERANGE (the port), or -ENOENT when
+ * the name does not resolve */
 int parse_addr(const char *s, struct addr *a);
-/* parse_addr for the value of --opt; prints what is wrong: 0 or EXIT_USAGE. */
+/* parse_addr that never asks DNS (or /etc/hosts): numeric hosts only */
+int parse_addr_numeric(const char *s, struct addr *a);
+
+/* The value of --opt: these print what is wrong, naming the range; 0 or EXIT_USAGE. */
 int addr_opt(const char *cmd, const char *opt, const char *val, struct addr *a);
+int num_opt(const char *cmd, const char *opt, const char *val, uint64_t min, uint64_t max,
+	    uint64_t *out);
+int u32_opt(const char *cmd, const char *opt, const char *val, uint32_t min, uint32_t max,
+	    uint32_t *out);
+int size_opt(const char *cmd, const char *opt, const char *val, uint64_t min, uint64_t max,
+	     uint64_t *out);
 /* The address fd is bound to (port 0 resolved), as text too. */
 int addr_bound(int fd, struct addr *a);
-int parse_list(const char *s, char ***items, unsigned *n); /* a,b,c (malloc'd) */
+/* a,b,c (malloc'd; free_list also after an error): 0, -EINVAL (empty), -ENOMEM */
+int parse_list(const char *s, char ***items, unsigned *n);
 void free_list(char **items, unsigned n);
 
 /* Prints "sheaf CMD: message" to stderr. */

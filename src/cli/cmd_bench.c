@@ -61,10 +61,8 @@ static int list_item(int c, const char *item, unsigned i, struct bench_opts *o)
 	int mode = sheaf_io_parse(item);
 	uint64_t v;
 
-	if (c == 's' && (parse_size(item, &v) || !v || v > SHEAF_MAX_BUF_SIZE)) {
-		say("bench", "--sizes: bad size '%s' (1 to 1M)", item);
+	if (c == 's' && size_opt("bench", "sizes", item, 1, SHEAF_MAX_BUF_SIZE, &v))
 		return EXIT_USAGE;
-	}
 	if (c == 'm' && mode <= 0) {
 		say("bench", "--modes: unknown mode '%s' (bundle, ring, plain, sendmsg, epoll)", item);
 		return EXIT_USAGE;
@@ -113,20 +111,15 @@ static int parse_opt(int c, struct bench_opts *o)
 	case 's': case 'm': case 'p':
 		return parse_list_opt(c, optarg, o);
 	case 'b':
-		if (!parse_size(optarg, &o->bytes) && o->bytes)
-			return 0;
-		say("bench", "--bytes %s: not a size", optarg);
-		return EXIT_USAGE;
-	case 'r': case 'c':
-		if (!parse_u32(optarg, c == 'r' ? &o->runs : &o->conns) &&
-		    (c == 'r' ? o->runs && o->runs <= BENCH_RUNS : o->conns && o->conns <= 4000))
-			return 0;
-		say("bench", "--%s %s: must be 1 to %d", c == 'r' ? "runs" : "conns", optarg,
-		    c == 'r' ? BENCH_RUNS : 4000);
-		return EXIT_USAGE;
+		return size_opt("bench", "bytes", optarg, 1, UINT64_MAX, &o->bytes);
+	case 'r':
+		return u32_opt("bench", "runs", optarg, 1, BENCH_RUNS, &o->runs);
+	case 'c':
+		return u32_opt("bench", "conns", optarg, 1, 4000, &o->conns);
 	case 'l':
 		if (bench_parse_rate(optarg, &o->link_mbps)) {
-			say("bench", "--link-rate %s: not a rate (like 100mbit, 1gbit, 10gbit)", optarg);
+			say("bench", "--link-rate %s: not a rate (digits, a fraction if wanted, then "
+			    "kbit, mbit, gbit or tbit: 100mbit, 2.5gbit)", optarg);
 			return EXIT_USAGE;
 		}
 		o->link_rate = optarg;

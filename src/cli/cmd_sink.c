@@ -71,10 +71,8 @@ static int parse(int argc, char **argv, struct sink_opts *o)
 		case 'e': o->echo = true; break;
 		case 'j': o->json = true; break;
 		case 'c':
-			if (parse_u32(optarg, &o->conns) || !o->conns || o->conns > 9990) {
-				say("sink", "--conns %s: must be 1 to 9990", optarg);
+			if (u32_opt("sink", "conns", optarg, 1, 9990, &o->conns))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'i': case 'b': case 'n':
 			if ((ret = io_opt("sink", &o->io, opts[idx].name, optarg)))

@@ -84,8 +84,9 @@ static int parse_seconds(const char *s, double *out)
 	char *end;
 	double v;
 
-	if (!((*s >= '0' && *s <= '9') || *s == '.'))
-		return -EINVAL; /* strtod would take " 1", "-1", "inf", "nan" */
+	/* strtod alone would take " 1", "-1", "inf", "nan" and "0x1p3" */
+	if (!((*s >= '0' && *s <= '9') || *s == '.') || s[strspn(s, "0123456789.eE+-")])
+		return -EINVAL;
 	errno = 0;
 	v = strtod(s, &end);
 	if (errno || *end || !isfinite(v) || v <= 0)
@@ -100,10 +101,8 @@ static int parse_rr(struct source_opts *o, int c, const char *val)
 	uint64_t v;
 
 	if (c == 'r') {
-		if (parse_size(val, &v) || !v || v > (1u << 20)) {
-			say("source", "--rr %s: must be 1 to 1M bytes", val);
+		if (size_opt("source", "rr", val, 1, 1u << 20, &v))
 			return EXIT_USAGE;
-		}
 		o->rr = (uint32_t)v;
 	} else if (parse_seconds(val, &o->duration)) {
 		say("source", "--duration %s: must be a positive number of seconds", val);
@@ -122,6 +121,7 @@ static int parse(int argc, char **argv, struct source_opts *o)
 		{ "rr", required_argument, 0, 'r' },      { "duration", required_argument, 0, 'd' },
 		{ "help", no_argument, 0, 'h' },          { 0 }
 	};
+	uint64_t v;
 	int c, idx;
 
 	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
@@ -132,29 +132,21 @@ static int parse(int argc, char **argv, struct source_opts *o)
 			o->have_to = true;
 			break;
 		case 'n':
-			if (parse_u32(optarg, &o->conns) || !o->conns || o->conns > 9990) {
-				say("source", "--conns %s: must be 1 to 9990", optarg);
+			if (u32_opt("source", "conns", optarg, 1, 9990, &o->conns))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'b':
-			if (parse_size(optarg, &o->bytes)) {
-				say("source", "--bytes %s: not a size (like 16M)", optarg);
+			if (size_opt("source", "bytes", optarg, 0, UINT64_MAX, &o->bytes))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'w':
-			if (parse_u32(optarg, &o->write_size) || !o->write_size ||
-			    o->write_size > PATTERN_LEN) {
-				say("source", "--write-size %s: must be 1 to 1M", optarg);
+			if (size_opt("source", "write-size", optarg, 1, PATTERN_LEN, &v))
 				return EXIT_USAGE;
-			}
+			o->write_size = (uint32_t)v;
 			break;
 		case 's':
-			if (parse_size(optarg, &o->seed)) {
-				say("source", "--seed %s: not a number", optarg);
+			if (num_opt("source", "seed", optarg, 0, UINT64_MAX, &o->seed))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'r':
 		case 'd':

@@ -90,6 +90,7 @@ struct stream_check {
 	uint32_t start;
 	const struct pattern *pat;
 	bool failed;
+	bool bad_hdr; /* the header was not a stream header: id and seed mean nothing */
 	uint64_t fail_off;
 	char why[96];
 };

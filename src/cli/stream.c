@@ -90,6 +90,7 @@ static size_t feed_header(struct stream_check *s, const uint8_t *d, size_t len,
 	if (s->hdr_got < STREAM_HDR)
 		return n;
 	if (memcmp(s->hdr, magic, 8) || get64(s->hdr + 8) > 0xffffffffu) {
+		s->bad_hdr = true;
 		fail(s, 0, "bad stream header");
 		return n;
 	}

@@ -223,10 +223,12 @@ static void stream_detects_damage(void **state)
 	check_chunks(t, n + 1, 4096, &k);
 	assert_true(k.failed);
 	assert_int_equal(k.fail_off, len);
+	assert_false(k.bad_hdr);
 	/* bad header */
 	t[0] = 'X';
 	check_chunks(t, n, 4096, &k);
 	assert_true(k.failed);
+	assert_true(k.bad_hdr);
 	free(t);
 	free(s);
 }

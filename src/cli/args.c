@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,6 +404,47 @@ void stop_on_signals(struct sheaf_loop *loop)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+}
+
+/* Bits 1 << SIGHUP and 1 << SIGUSR1, set by the handler, taken by the program. */
+static atomic_uint info_pending;
+
+static void on_info(int sig)
+{
+	atomic_fetch_or(&info_pending, 1u << sig); /* lock-free: async-signal-safe */
+}
+
+int info_signals(sigset_t *wait_mask)
+{
+	struct sigaction sa;
+	sigset_t info;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_info;
+	sa.sa_flags = SA_RESTART; /* any other call goes on; waits return EINTR anyway */
+	sigemptyset(&info);
+	sigaddset(&info, SIGHUP);
+	sigaddset(&info, SIGUSR1);
+	if (wait_mask && sigprocmask(SIG_BLOCK, &info, wait_mask))
+		return -errno;
+	if (wait_mask) {
+		sigdelset(wait_mask, SIGHUP);
+		sigdelset(wait_mask, SIGUSR1);
+	}
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	signal(SIGUSR2, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+unsigned info_signals_take(const char *cmd)
+{
+	unsigned got = atomic_exchange(&info_pending, 0);
+
+	if (got & INFO_HUP)
+		say(cmd, "SIGHUP: ignored (nothing to reload; SIGINT or SIGTERM stops)");
+	return got;
 }
 
 double now_sec(void)

@@ -3,6 +3,7 @@
 #define SHEAF_CLI_H
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -63,6 +64,17 @@ int io_config(const char *cmd, const struct io_opts *o, uint32_t max_conns,
 	      struct sheaf_loop_config *cfg);
 /* Stops `loop` on SIGINT/SIGTERM. */
 void stop_on_signals(struct sheaf_loop *loop);
+/*
+ * sink and source: SIGHUP and SIGUSR1 only set a flag (never fatal), SIGUSR2
+ * and SIGPIPE are ignored. With wait_mask, SIGHUP and SIGUSR1 are blocked
+ * but in the mask given back, for epoll_pwait: a signal then always ends the
+ * wait, never lands just before it. 0 or -errno.
+ */
+int info_signals(sigset_t *wait_mask);
+#define INFO_HUP (1u << SIGHUP)
+#define INFO_USR1 (1u << SIGUSR1) /* print the counters line */
+/* The signals that came since the last call (INFO_* bits); logs SIGHUP. */
+unsigned info_signals_take(const char *cmd);
 double now_sec(void);
 
 /*

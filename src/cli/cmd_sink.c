@@ -24,6 +24,9 @@ static const char help[] =
 	"  --buf-size BYTES    pool buffer size (default 64K)\n"
 	"  --bufs N            pool buffers, power of two (default: ~8 MiB of pool)\n"
 	"  --json              one JSON result line on stdout instead of text\n"
+	"Signals: SIGINT or SIGTERM stop it (the result line follows); SIGUSR1 prints a\n"
+	"counters line on stderr and goes on; SIGHUP is logged and ignored; SIGUSR2 and\n"
+	"SIGPIPE are ignored.\n"
 	"Exit status: 2 on bad usage; 1 on a runtime error; with --verify, 1 also when a\n"
 	"stream was not intact or, with --conns N, when fewer than N intact streams ended\n"
 	"(stopped by SIGINT/SIGTERM before); else 0 (also when stopped before any stream).\n";
@@ -328,6 +331,35 @@ static int summary(struct sink *s)
 	return ok ? 0 : 1;
 }
 
+/* SIGUSR1: where the run is, on stderr (stdout keeps the one result line). */
+static void counters(const struct sink *s)
+{
+	fprintf(stderr, "sheaf sink: counters {\"open\":%u,\"streams\":%u,\"intact\":%u,"
+		"\"failed\":%u,\"bad_headers\":%u,\"bytes\":%llu}\n", s->open, s->ended,
+		s->intact, s->failed, s->bad_hdr, (unsigned long long)s->bytes);
+}
+
+/* The signal handler only sets a flag; this looks at it on the loop's thread. */
+static void on_tick(struct sheaf_timer *t, void *arg)
+{
+	if (info_signals_take("sink") & INFO_USR1)
+		counters(arg);
+}
+
+#define TICK_MS 100 /* how late a SIGHUP or SIGUSR1 may be noticed */
+
+/* Signals, then run until stopped: 0 or -errno. */
+static int run(struct sink *s)
+{
+	int err = 0;
+
+	stop_on_signals(s->loop);
+	info_signals(NULL);
+	if (!sheaf_timer_add(s->loop, TICK_MS, TICK_MS, on_tick, s, &err))
+		return err;
+	return sheaf_loop_run(s->loop);
+}
+
 int cmd_sink(int argc, char **argv)
 {
 	static struct sink s;
@@ -352,10 +384,9 @@ int cmd_sink(int argc, char **argv)
 		return 1;
 	}
 	addr_bound(ret, &s.o.listen);
-	stop_on_signals(s.loop);
 	fprintf(stderr, "sheaf sink: listening on %s (io=%s, buf-size=%u, bufs=%u)\n",
 		s.o.listen.text, sheaf_io_name(cfg.io), cfg.buf_size, cfg.nbufs);
-	ret = sheaf_loop_run(s.loop);
+	ret = run(&s);
 	sheaf_loop_free(s.loop);
 	if (ret < 0) {
 		say("sink", "event loop failed: %s", strerror(-ret));

@@ -33,6 +33,8 @@ static const char help[] =
 	"  --duration SECONDS   with --rr: stop after this long (may be fractional) if --bytes\n"
 	"                       were not all echoed by then\n"
 	"  --json               one JSON result line on stdout\n"
+	"Signals: SIGUSR1 prints a counters line on stderr and goes on; SIGHUP is logged\n"
+	"and ignored; SIGUSR2 and SIGPIPE are ignored.\n"
 	"Exit status: 0 when everything was sent (and echoed intact), 1 otherwise, 2 on bad usage.\n";
 
 struct source_opts {
@@ -76,6 +78,7 @@ struct source {
 	uint64_t txns;        /* transactions completed, all connections */
 	uint64_t *lat;        /* latencies in ns */
 	size_t nlat, cap_lat;
+	sigset_t wait_mask;   /* during epoll_pwait: SIGHUP and SIGUSR1 come in */
 };
 
 /* A positive, finite number of seconds: "2", "0.25", "1e-3". */
@@ -500,6 +503,22 @@ static void stop_all(struct source *s)
 		conn_done(s, &s->c[i], 0);
 }
 
+/* SIGUSR1: where the run is, on stderr (stdout keeps the one result line). */
+static void counters(const struct source *s)
+{
+	uint64_t sent = 0, total = 0, echoed = 0;
+
+	for (uint32_t i = 0; i < s->o.conns; i++) {
+		sent += s->c[i].sent;
+		total += s->c[i].total;
+		echoed += s->c[i].echoed;
+	}
+	fprintf(stderr, "sheaf source: counters {\"conns\":%u,\"open\":%u,\"sent\":%llu,"
+		"\"total\":%llu,\"echoed\":%llu,\"transactions\":%llu,\"failed\":%d}\n",
+		s->o.conns, s->open, (unsigned long long)sent, (unsigned long long)total,
+		(unsigned long long)echoed, (unsigned long long)s->txns, s->failed);
+}
+
 static int run(struct source *s)
 {
 	struct epoll_event evs[256];
@@ -508,7 +527,10 @@ static int run(struct source *s)
 		return 1;
 	while (s->open) {
 		int ms = wait_ms(s);
-		int n = epoll_wait(s->ep, evs, 256, ms);
+		int n = epoll_pwait(s->ep, evs, 256, ms, &s->wait_mask);
+
+		if (info_signals_take("source") & INFO_USR1)
+			counters(s);
 
 		if (s->deadline && now_sec() >= s->deadline) {
 			stop_all(s);
@@ -608,6 +630,10 @@ int cmd_source(int argc, char **argv)
 
 	if ((ret = parse(argc, argv, &s.o)))
 		return ret;
+	if ((ret = info_signals(&s.wait_mask))) {
+		say("source", "cannot set up signals: %s", strerror(-ret));
+		return 1;
+	}
 	s.c = calloc(s.o.conns, sizeof(*s.c));
 	s.rbuf = malloc(1 << 20);
 	s.ep = epoll_create1(EPOLL_CLOEXEC);

@@ -112,6 +112,18 @@ void stream_feed(struct stream_check *s, const uint8_t *data, size_t len,
 /* At EOF: marks a short stream as failed. */
 void stream_end(struct stream_check *s);
 
+/*
+ * A subcommand's command line parsed and checked, nothing run and nothing
+ * kept (for the fuzzers): 0, EXIT_USAGE (the reason printed) or ARGS_HELP
+ * (--help: the command prints its help). getopt_long's state is the
+ * caller's: set optind to 0 before each call to start afresh.
+ */
+#define ARGS_HELP (-1)
+int sink_check_args(int argc, char **argv);
+int source_check_args(int argc, char **argv);
+int bench_check_args(int argc, char **argv);
+int probe_check_args(int argc, char **argv);
+
 int cmd_proxy(int argc, char **argv);
 int cmd_sink(int argc, char **argv);
 int cmd_source(int argc, char **argv);

@@ -141,7 +141,7 @@ static int parse_opt(int c, struct bench_opts *o)
 	case 'j': o->json = optarg; return 0;
 	case 'P': o->plot = optarg; return 0;
 	case 'M': o->markdown = optarg; return 0;
-	case 'h': fputs(help, stdout); exit(0);
+	case 'h': return ARGS_HELP;
 	}
 	fputs(help, stderr);
 	return EXIT_USAGE;
@@ -242,18 +242,34 @@ static int sweep(struct bench_env *env, const struct bench_opts *o, struct bench
 	return failed;
 }
 
+static const struct bench_opts defaults = {
+	.sizes = { 32, 80, 320, 1024, 4096, 65536 }, .nsizes = 6,
+	.modes = { SHEAF_IO_RING, SHEAF_IO_BUNDLE, SHEAF_IO_SENDMSG, SHEAF_IO_PLAIN,
+		   SHEAF_IO_EPOLL }, .nmodes = 5,
+	.runs = 3, .bytes = 256u << 20, .conns = 64
+};
+
+int bench_check_args(int argc, char **argv)
+{
+	struct bench_opts o = defaults;
+
+	return parse(argc, argv, &o);
+}
+
 int cmd_bench(int argc, char **argv)
 {
-	static struct bench_opts o = { .sizes = { 32, 80, 320, 1024, 4096, 65536 }, .nsizes = 6,
-				       .modes = { SHEAF_IO_RING, SHEAF_IO_BUNDLE, SHEAF_IO_SENDMSG,
-						  SHEAF_IO_PLAIN, SHEAF_IO_EPOLL }, .nmodes = 5, .runs = 3,
-				       .bytes = 256u << 20, .conns = 64 };
+	static struct bench_opts o;
 	static struct bench_cell cells[BENCH_MAX * BENCH_MAX * 2];
 	static struct bench_env env;
 	unsigned n = 0;
 	int ret, failed;
 
-	if ((ret = parse(argc, argv, &o)))
+	o = defaults;
+	if ((ret = parse(argc, argv, &o)) == ARGS_HELP) {
+		fputs(help, stdout);
+		return 0;
+	}
+	if (ret)
 		return ret;
 	signal(SIGPIPE, SIG_IGN);
 	cleanup_env = &env;

@@ -92,7 +92,7 @@ static int parse(int argc, char **argv, struct sink_opts *o)
 			if ((ret = io_opt("sink", &o->io, opts[idx].name, optarg)))
 				return ret;
 			break;
-		case 'h': fputs(help, stdout); exit(0);
+		case 'h': return ARGS_HELP;
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
 	}
@@ -360,6 +360,13 @@ static int run(struct sink *s)
 	return sheaf_loop_run(s->loop);
 }
 
+int sink_check_args(int argc, char **argv)
+{
+	struct sink_opts o = { .io.buf_size = 65536 };
+
+	return parse(argc, argv, &o);
+}
+
 int cmd_sink(int argc, char **argv)
 {
 	static struct sink s;
@@ -369,8 +376,11 @@ int cmd_sink(int argc, char **argv)
 	int ret, err = 0;
 
 	s.o.io.buf_size = 65536;
-	if ((ret = parse(argc, argv, &s.o)) ||
-	    (ret = io_config("sink", &s.o.io, s.o.conns ? s.o.conns + 16 : 10000, &cfg)))
+	if ((ret = parse(argc, argv, &s.o)) == ARGS_HELP) {
+		fputs(help, stdout);
+		return 0;
+	}
+	if (ret || (ret = io_config("sink", &s.o.io, s.o.conns ? s.o.conns + 16 : 10000, &cfg)))
 		return ret;
 	s.loop = sheaf_loop_new(&cfg, &cb, &s, &err);
 	if (!s.loop) {

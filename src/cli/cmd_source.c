@@ -159,7 +159,7 @@ static int parse(int argc, char **argv, struct source_opts *o)
 		case 'v': o->verify = true; break;
 		case 'e': o->echo = true; break;
 		case 'j': o->json = true; break;
-		case 'h': fputs(help, stdout); exit(0);
+		case 'h': return ARGS_HELP;
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
 	}
@@ -622,13 +622,28 @@ static int rr_init(struct source *s)
 	return s->lat ? 0 : -ENOMEM;
 }
 
+static const struct source_opts defaults = {
+	.conns = 1, .write_size = 65536, .bytes = 64ull << 20, .seed = 1
+};
+
+int source_check_args(int argc, char **argv)
+{
+	struct source_opts o = defaults;
+
+	return parse(argc, argv, &o);
+}
+
 int cmd_source(int argc, char **argv)
 {
-	struct source s = { .o = { .conns = 1, .write_size = 65536, .bytes = 64ull << 20, .seed = 1 } };
+	struct source s = { .o = defaults };
 	double t0, secs;
 	int ret;
 
-	if ((ret = parse(argc, argv, &s.o)))
+	if ((ret = parse(argc, argv, &s.o)) == ARGS_HELP) {
+		fputs(help, stdout);
+		return 0;
+	}
+	if (ret)
 		return ret;
 	if ((ret = info_signals(&s.wait_mask))) {
 		say("source", "cannot set up signals: %s", strerror(-ret));

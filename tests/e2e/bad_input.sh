@@ -58,6 +58,7 @@ expect 2 "--upstream"         proxy $L
 expect 1 "127.0.0.1:1"        source --connect 127.0.0.1:1
 expect 2 "--conns 0"          sink $L --conns 0
 expect 2 "nosuchcmd"          nosuchcmd
+expect 2 "unexpected argument" probe extra
 
 # strict numbers: no sign, no white space, no base prefix, no trailing junk,
 # and the message names the range (every subcommand; the proxy through the

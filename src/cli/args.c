@@ -15,40 +15,39 @@
 /*
  * Numbers on the command line are ASCII digits and nothing else: strtoull
  * would skip leading white space, take a sign ("-1" wraps to 2^64-1) and a
- * "0x", so it only does the arithmetic here. *end: the first non-digit.
+ * "0x", so it only does the arithmetic here. *end: the first non-digit
+ * (also after an overflow, so that junk is told apart from a big number).
  */
 static int digits(const char *s, uint64_t *out, const char **end)
 {
 	uint64_t v = 0;
 	const char *p = s;
+	bool over = false;
 
 	if (!s)
 		return -EINVAL;
 	for (; *p >= '0' && *p <= '9'; p++) {
 		unsigned d = (unsigned)(*p - '0');
 
-		if (v > (UINT64_MAX - d) / 10)
-			return -ERANGE;
+		over |= v > (UINT64_MAX - d) / 10;
 		v = v * 10 + d;
 	}
+	*end = p;
 	if (p == s)
 		return -EINVAL;
 	*out = v;
-	*end = p;
-	return 0;
+	return over ? -ERANGE : 0;
 }
 
 int parse_num(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-	const char *end;
-	uint64_t v;
+	const char *end = s;
+	uint64_t v = 0;
 	int err = digits(s, &v, &end);
 
-	if (err)
-		return err;
-	if (*end)
+	if (err == -EINVAL || *end)
 		return -EINVAL;
-	if (v < min || v > max)
+	if (err || v < min || v > max)
 		return -ERANGE;
 	*out = v;
 	return 0;
@@ -87,16 +86,13 @@ static int size_suffix(const char *p)
 
 int parse_size(const char *s, uint64_t *out)
 {
-	const char *end;
-	uint64_t v;
+	const char *end = s;
+	uint64_t v = 0;
 	int shift, err = digits(s, &v, &end);
 
-	if (err)
-		return err;
-	shift = size_suffix(end);
-	if (shift < 0)
+	if (err == -EINVAL || (shift = size_suffix(end)) < 0)
 		return -EINVAL;
-	if (v > (UINT64_MAX >> shift))
+	if (err || v > (UINT64_MAX >> shift))
 		return -ERANGE;
 	*out = v << shift;
 	return 0;

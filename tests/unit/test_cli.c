@@ -90,6 +90,8 @@ static void numbers(void **state)
 	assert_int_equal(parse_num("18446744073709551615", 0, UINT64_MAX, &v), 0);
 	assert_true(v == UINT64_MAX);
 	assert_int_equal(parse_num("18446744073709551616", 0, UINT64_MAX, &v), -ERANGE);
+	assert_int_equal(parse_num("99999999999999999999x", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(parse_size("99999999999999999999Q", &v), -EINVAL);
 }
 
 static void addresses(void **state)
@@ -223,6 +225,15 @@ static void stream_detects_damage(void **state)
 	check_chunks(t, n + 1, 4096, &k);
 	assert_true(k.failed);
 	assert_int_equal(k.fail_off, len);
+	/* corrupt, and extra bytes in the same read: the corruption is named,
+	 * as it is when the reads end at the stream's end (found by fuzz_stream) */
+	t[STREAM_HDR + 77] ^= 1;
+	check_chunks(t, n + 1, n + 1, &k);
+	assert_true(k.failed);
+	assert_int_equal(k.fail_off, 77);
+	check_chunks(t, n + 1, 100, &k);
+	assert_int_equal(k.fail_off, 77);
+	t[STREAM_HDR + 77] ^= 1;
 	assert_false(k.bad_hdr);
 	/* bad header */
 	t[0] = 'X';

@@ -5,14 +5,14 @@
  *
  *   make fuzz-bin && build-fuzz/fuzz_stream -max_total_time=60 fuzz/corpus/stream
  *
- * Input: byte 0 picks the mode, byte 1 the chunk size (1 to 256 bytes;
- * 0: the whole input at once), the rest is:
+ * Input: byte 0 picks the mode, byte 1 the read size (1 to 255 bytes, times
+ * 1 + length / 4096; 0: all at once), the rest is:
  *  - mode even: the bytes received, as they are (headers of any kind);
- *  - mode odd: a recipe for a real stream of seed 1 (id and length from the
- *    first 8 bytes, up to 128 KiB, or up to 3 pattern periods when mode & 2),
- *    then edits: (offset u32, xor byte) triples on the payload, and with
- *    mode & 4 the stream cut at or extended past its length by the first
- *    edit's offset.
+ *  - mode odd: a recipe for a real stream of seed 1: id (u32 LE), length
+ *    (u32 LE, modulo 128 KiB + 1, or a pattern period and 64 KiB when
+ *    mode & 10 is 10), with mode & 4 the length actually sent (u32 LE,
+ *    modulo length + 4097: cut short or extended), then edits of the
+ *    payload: (offset u32 LE, xor byte) pairs.
  * Checks, besides memory errors and undefined behaviour:
  *  - the verdict (failed, offset, reason, header fields) does not depend on
  *    how the bytes were split into chunks;
@@ -69,7 +69,7 @@ static uint8_t *recipe(const uint8_t *r, size_t rlen, unsigned mode, size_t *n,
 		       struct stream_check *want)
 {
 	uint32_t id = (uint32_t)get(r, 4);
-	uint64_t cap = mode & 2 ? 3ull * PATTERN_LEN : 128u << 10;
+	uint64_t cap = (mode & 10) == 10 ? PATTERN_LEN + (64u << 10) : 128u << 10;
 	uint64_t len = get(r + 4, 4) % (cap + 1), total = len, first = UINT64_MAX;
 	uint32_t start = stream_start(SEED, id);
 	uint8_t *s;
@@ -83,15 +83,18 @@ static uint8_t *recipe(const uint8_t *r, size_t rlen, unsigned mode, size_t *n,
 	if (!s)
 		return NULL;
 	stream_header(s, id, SEED, len);
-	for (uint64_t i = 0; i < total; i++)
-		s[STREAM_HDR + i] = pat.bytes[(start + i) % PATTERN_LEN];
-	for (; rlen >= 5; r += 5, rlen -= 5) {
-		uint64_t at = total ? get(r, 4) % total : 0;
+	for (uint64_t i = 0; i < total; i += PATTERN_LEN) /* pat.bytes holds it twice */
+		memcpy(s + STREAM_HDR + i, pat.bytes + (start + i) % PATTERN_LEN,
+		       total - i < PATTERN_LEN ? total - i : PATTERN_LEN);
+	for (const uint8_t *e = r; e + 5 <= r + rlen && total; e += 5)
+		s[STREAM_HDR + get(e, 4) % total] ^= e[4];
+	/* the first byte changed, looked at after all edits: two edits of one
+	 * byte may undo each other */
+	for (const uint8_t *e = r; e + 5 <= r + rlen && total; e += 5) {
+		uint64_t at = get(e, 4) % total;
 
-		if (!total || !r[4])
-			continue;
-		s[STREAM_HDR + at] ^= r[4];
-		if (at < len && at < first)
+		if (at < len && at < first &&
+		    s[STREAM_HDR + at] != pat.bytes[(start + at) % PATTERN_LEN])
 			first = at;
 	}
 	memset(want, 0, sizeof(*want));
@@ -136,7 +139,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			return 0;
 		d = built;
 	}
-	chunk = data[1] ? data[1] : n ? n : 1;
+	/* small reads for small streams, not a million calls for a big one */
+	chunk = data[1] ? data[1] * (1 + n / 4096) : n ? n : 1;
 	check(d, n, n ? n : 1, &whole);
 	check(d, n, chunk, &chunked);
 	same_verdict(&whole, &chunked);

@@ -354,7 +354,6 @@ static int run(struct sink *s)
 	int err = 0;
 
 	stop_on_signals(s->loop);
-	info_signals(NULL);
 	if (!sheaf_timer_add(s->loop, TICK_MS, TICK_MS, on_tick, s, &err))
 		return err;
 	return sheaf_loop_run(s->loop);
@@ -380,6 +379,7 @@ int cmd_sink(int argc, char **argv)
 		fputs(help, stdout);
 		return 0;
 	}
+	info_signals(NULL); /* from here on a SIGHUP or SIGUSR1 is never fatal */
 	if (ret || (ret = io_config("sink", &s.o.io, s.o.conns ? s.o.conns + 16 : 10000, &cfg)))
 		return ret;
 	s.loop = sheaf_loop_new(&cfg, &cb, &s, &err);

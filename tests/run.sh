@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every test: unit tests (cmocka), the kernel-behaviour programs
 # (tests/kernel: exit 77 where the kernel lacks bundles) and end-to-end tests, first on the
-# normal build, then on the ASan + UBSan build. Ends with one summary line
+# normal build, then on the ASan + UBSan build; then each libFuzzer harness over its seed
+# corpus (tests/fuzz_corpus.sh; skipped without clang). Ends with one summary line
 # "N passed, N failed, N skipped" and exits non-zero when any failed.
 cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0 skip=0
@@ -70,6 +71,11 @@ for build in build build-san; do
 		*) count_e2e "$t" "$build/$name" ;;
 		esac
 	done
+done
+# the libFuzzer harnesses (build-fuzz/, make fuzz-bin), each over its seeds
+for f in fuzz/fuzz_*.c; do
+	name=$(basename "$f" .c)
+	count_e2e tests/fuzz_corpus.sh "$name" "${name#fuzz_}"
 done
 [ -n "$failed_list" ] && echo "failed:$failed_list"
 echo "$pass passed, $fail failed, $skip skipped"

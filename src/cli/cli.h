@@ -123,6 +123,7 @@ int sink_check_args(int argc, char **argv);
 int source_check_args(int argc, char **argv);
 int bench_check_args(int argc, char **argv);
 int probe_check_args(int argc, char **argv);
+int proxy_check_args(int argc, char **argv);
 
 int cmd_proxy(int argc, char **argv);
 int cmd_sink(int argc, char **argv);

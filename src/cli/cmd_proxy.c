@@ -199,7 +199,7 @@ static int parse(int argc, char **argv, struct proxy_opts *o)
 			}
 			break;
 		}
-		case 'h': fputs(help, stdout); exit(0);
+		case 'h': return ARGS_HELP;
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
 	}
@@ -887,6 +887,14 @@ static int finish_workers(struct worker *w, uint32_t n, struct proxy_opts *o,
 	return ret;
 }
 
+int proxy_check_args(int argc, char **argv)
+{
+	struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096, .threads = 1,
+				.header_timeout_ms = 5000 };
+
+	return parse(argc, argv, &o);
+}
+
 int cmd_proxy(int argc, char **argv)
 {
 	static struct proxy_opts o = { .io = { .buf_size = 4096 }, .max_conns = 4096,
@@ -896,7 +904,11 @@ int cmd_proxy(int argc, char **argv)
 	struct worker *w;
 	int ret;
 
-	if ((ret = parse(argc, argv, &o)) || (ret = fit_fd_limit(&o)) ||
+	if ((ret = parse(argc, argv, &o)) == ARGS_HELP) {
+		fputs(help, stdout);
+		return 0;
+	}
+	if (ret || (ret = fit_fd_limit(&o)) ||
 	    (ret = io_config("proxy", &o.io, 2 * o.max_conns, &cfg)))
 		return ret;
 	cfg.accept_max = o.max_conns; /* each client needs a slot for its upstream too */

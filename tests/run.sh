@@ -28,8 +28,10 @@ count_unit() { # binary label
 count_e2e() { # script label [args]
 	s=$1 label=$2
 	shift 2
+	t0=$(date +%s)
 	timeout 900 "$s" "$@" >"$log" 2>&1
 	rc=$?
+	secs=$(($(date +%s) - t0))
 	p=$(grep -c '^ok ' "$log") f=$(grep -c '^FAIL' "$log")
 	if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
 		case $rc in 0) p=1 ;; 77) skip=$((skip + 1)) ;; *) f=1 ;; esac
@@ -37,7 +39,7 @@ count_e2e() { # script label [args]
 		f=1
 	fi
 	pass=$((pass + p)) fail=$((fail + f))
-	echo "e2e   $label: $p passed, $f failed (exit $rc)"
+	echo "e2e   $label: $p passed, $f failed (exit $rc, ${secs} s)"
 	sed -n 's/^ok /  ok   /p' "$log"
 	[ "$f" -ne 0 ] && { grep -v '^ok ' "$log" | tail -40; failed_list="$failed_list $label"; }
 	[ "$rc" -eq 77 ] && sed -n 1p "$log"

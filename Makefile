@@ -103,7 +103,7 @@ unit: $(UNIT_BIN) $(KERN_BIN)
 
 # Packages the build, the tests and the benchmark need (Debian names).
 DEPS_PKGS := gcc make pkg-config liburing-dev libcmocka-dev gnuplot-nox iproute2 haproxy socat \
-             python3
+             python3 valgrind
 deps:
 	@sh tests/deps.sh $(DEPS_PKGS)
 
@@ -119,6 +119,12 @@ run: deps all
 bench: deps all
 	SHEAF=$(BUILD)/sheaf sh bench/run.sh
 
+# make soak: tests/soak.sh for SOAK_SECONDS (default 600) over every io mode;
+# make test runs 60 s of it (bundle, epoll) on the sanitizer build.
+SOAK_SECONDS ?= 600
+soak: deps all
+	SHEAF=$(BUILD)/sheaf SOAK_SECONDS=$(SOAK_SECONDS) bash tests/soak.sh
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(BUILD)/sheaf $(DESTDIR)$(PREFIX)/bin/
@@ -133,5 +139,5 @@ install: all
 clean:
 	rm -rf build build-san
 
-.PHONY: all unit deps test run bench install clean
+.PHONY: all unit deps test run bench soak install clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -6,9 +6,9 @@
 #
 # Per mode, four proxies in that mode, all running at once:
 #   A  verified streams: rounds of `sheaf source --verify` (1..64 streams,
-#      256K..64M in all) into a fresh `sheaf sink --verify --conns N` on a fixed port;
-#      --threads 2.  The sink is down between rounds, so A starts with its
-#      upstream down too.
+#      256K..64M in all) into a fresh `sheaf sink --verify --conns N` on a
+#      fixed port; --threads 2, 1024 x 4K pool per thread.  The sink is
+#      down between rounds, so A starts with its upstream down too.
 #   B  echo: rounds of `source --echo --verify` and `source --rr` against one
 #      `sink --echo`, beside client resets (soak_faults.py resets: SO_LINGER
 #      0 after part of a stream) and stalled clients (soak_faults.py stall:
@@ -45,7 +45,7 @@
 # The logs (kept on failure or with E2E_KEEP=1) have each mode's results,
 # a timeline and every proxy's RSS every 5 s (DIR/MODE/rss).
 # Env: SHEAF, SOAK_SECONDS, SOAK_MODES, SOAK_SEED (default 1), E2E_KEEP=1
-# keeps the logs.  Total wall time: SOAK_SECONDS + ~15 s per mode.
+# keeps the logs, SOAK_A_ARGS .. SOAK_D_ARGS replace a proxy's options.  Total wall time: SOAK_SECONDS + ~15 s per mode.
 . "$(dirname "$0")/e2e/lib.sh"
 require_sheaf
 command -v python3 >/dev/null 2>&1 || skip "python3 missing"
@@ -63,6 +63,12 @@ set -- $MODES
 NMODES=$#
 PER_MODE=$((SECONDS_TOTAL / NMODES))
 [ "$PER_MODE" -ge 10 ] || { echo "soak: at least 10 s per mode (SOAK_SECONDS=$SECONDS_TOTAL over $NMODES modes)" >&2; exit 2; }
+# each proxy's options beside --listen, --io and its upstreams (the lanes'
+# timeouts assume B's and C's --idle-timeout)
+A_ARGS=${SOAK_A_ARGS:-"--threads 2 --bufs 1024"}
+B_ARGS=${SOAK_B_ARGS:-"--buf-size 1K --bufs 512 --stall-timeout 2000 --idle-timeout 5000"}
+C_ARGS=${SOAK_C_ARGS:-"--bufs 256 --idle-timeout 2000"}
+D_ARGS=${SOAK_D_ARGS:-"--buf-size 16K --bufs 128 --connect-timeout 1000"}
 WARMUP=$((PER_MODE / 5))
 [ "$WARMUP" -le 10 ] || WARMUP=10
 
@@ -364,7 +370,6 @@ start_px() {
 	printf -v "PX_${name}_ERR" '%s' "$PROXY_ERR"
 	printf -v "PX_${name}_FD0" '%s' "$(nfds "$PROXY_PID")"
 	printf -v "PX_${name}_RSS0" '%s' "$(rss_kib "$PROXY_PID")"
-	PX_BUF[$name]=$BUF
 }
 
 # sum_results FILE KIND FIELD [STATUS]: sum of FIELD=N over KIND lines.
@@ -375,7 +380,6 @@ sum_results() {
 }
 count_lines() { grep -c "$2" "$1" 2>/dev/null || true; }
 
-declare -A PX_BUF
 MODE_OK=0 MODE_FAIL=0 MODE_SKIP=0
 T_STREAMS=0 T_VSTREAMS=0 T_VBYTES=0 T_LOST=0 T_RESETS=0 T_STALLS=0 T_URESETS=0 T_RESTARTS=0 T_HUPS=0
 T_PROXIES=0 T_POOL_OK=0 T_EXIT_OK=0 T_RSS0=0 T_RSS1=0 WORST_GROWTH=-1 WORST_NAME="" SENDS=""
@@ -405,8 +409,7 @@ soak_mode() {
 	mark "$d" "servers started"
 	# proxies (D and A start with their upstream down)
 	local names="A B C D"
-	BUF=4096
-	if ! start_px A --upstream "127.0.0.1:$aport" --threads 2; then
+	if ! start_px A --upstream "127.0.0.1:$aport" $A_ARGS; then
 		if mode_unavailable; then
 			echo "skip soak: $MODE: $(one_line "$PROXY_ERR")"
 			MODE_SKIP=$((MODE_SKIP + 1))
@@ -415,14 +418,9 @@ soak_mode() {
 		echo "FAIL soak: $MODE: proxy A did not start: $(one_line "$PROXY_ERR")"
 		return 1
 	fi
-	BUF=1024
-	start_px B --upstream "127.0.0.1:$bport" --buf-size 1K --bufs 512 --stall-timeout 2000 \
-		--idle-timeout 5000 || { echo "FAIL soak: $MODE: proxy B did not start: $(one_line "$PROXY_ERR")"; return 1; }
-	BUF=4096
-	start_px C --upstream "127.0.0.1:$rc_port" --upstream "127.0.0.1:$bh_port" \
-		--bufs 256 --idle-timeout 2000 || { echo "FAIL soak: $MODE: proxy C did not start: $(one_line "$PROXY_ERR")"; return 1; }
-	BUF=16384
-	start_px D --upstream "127.0.0.1:$dport" --buf-size 16K --bufs 128 --connect-timeout 1000 ||
+	start_px B --upstream "127.0.0.1:$bport" $B_ARGS || { echo "FAIL soak: $MODE: proxy B did not start: $(one_line "$PROXY_ERR")"; return 1; }
+	start_px C --upstream "127.0.0.1:$rc_port" --upstream "127.0.0.1:$bh_port" $C_ARGS || { echo "FAIL soak: $MODE: proxy C did not start: $(one_line "$PROXY_ERR")"; return 1; }
+	start_px D --upstream "127.0.0.1:$dport" $D_ARGS ||
 		{ echo "FAIL soak: $MODE: proxy D did not start: $(one_line "$PROXY_ERR")"; return 1; }
 
 	end=$(( $(now) + PER_MODE ))
@@ -486,7 +484,7 @@ soak_mode() {
 	local sends_all=0 out_all=0 rss_note=""
 	for name in $names; do
 		local vp=PX_${name}_PID vo=PX_${name}_OUT ve=PX_${name}_ERR
-		local r0=PX_${name}_RSS0 r1=PX_${name}_RSS1 r2=PX_${name}_RSS2 buf=${PX_BUF[$name]}
+		local r0=PX_${name}_RSS0 r1=PX_${name}_RSS1 r2=PX_${name}_RSS2
 		halt "${!vp}" 10
 		rc=$?
 		mark "$d" "proxy $name stopped"

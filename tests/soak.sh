@@ -99,7 +99,9 @@ mark() { printf '%s %s\n' "$(date +%T.%N | cut -c1-12)" "$2" >>"$1/timeline"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 nfds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 json_num() { sed -n "s/.*\"$2\":\([0-9.][0-9.]*\).*/\1/p" "$1" 2>/dev/null | tail -n1; }
-pick() { shift $((RANDOM % $#)); printf '%s\n' "$1"; }
+# pick VAR A B ...: VAR = one of A B ... (not in $(...): a subshell reseeds
+# RANDOM, and SOAK_SEED would not repeat a run)
+pick() { local v=$1; shift; shift $((RANDOM % $#)); printf -v "$v" '%s' "$1"; }
 bytes_of() { # 16M -> 16777216
 	case $1 in
 	*K) echo $((${1%K} << 10)) ;; *M) echo $((${1%M} << 20)) ;; *G) echo $((${1%G} << 30)) ;;
@@ -184,7 +186,7 @@ lane_stream() {
 	RANDOM=$((SEED * 7 + 1))
 	while [ "$(now)" -lt "$end" ] && [ "$n" -lt 100000 ]; do
 		n=$((n + 1))
-		conns=$(pick 1 4 16 64) bytes=$(pick 256K 1M 4M 16M 64M) ws=$(pick 1K 16K 64K)
+		pick conns 1 4 16 64; pick bytes 256K 1M 4M 16M 64M; pick ws 1K 16K 64K
 		tries=0
 		while :; do
 			spawn spid timeout 300 "$SHEAF" sink --listen "127.0.0.1:$up" --verify \
@@ -225,16 +227,16 @@ lane_echo() {
 	RANDOM=$((SEED * 7 + 2))
 	while [ "$(now)" -lt "$end" ] && [ "$n" -lt 100000 ]; do
 		n=$((n + 1))
-		kind=echo conns=$(pick 1 4 16)
+		kind=echo; pick conns 1 4 16
 		[ $((n % 3)) -eq 0 ] && kind=rr
 		if [ "$kind" = echo ]; then
-			bytes=$(pick 256K 1M 4M 16M)
+			pick bytes 256K 1M 4M 16M
 			run timeout 120 "$SHEAF" source --connect "127.0.0.1:$port" --conns "$conns" \
 				--bytes "$bytes" --verify --echo --json >"$d/b.src.out" 2>"$d/b.src.err"
 			rc=$?
 			bytes=$(bytes_of "$bytes")
 		else
-			size=$(pick 1 64 1K 16K 64K)
+			pick size 1 64 1K 16K 64K
 			bytes=$(( $(bytes_of "$size") * conns * 200 ))
 			[ "$bytes" -le 8388608 ] || bytes=8388608
 			run timeout 120 "$SHEAF" source --connect "127.0.0.1:$port" --rr "$size" \
@@ -280,7 +282,7 @@ lane_restart_ctl() {
 	gen=1
 	echo "$gen up" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
 	while :; do
-		sl=$(pick 2 3 4 5)
+		pick sl 2 3 4 5
 		# one restart at least; the last generation stays up for 4 s
 		[ "$restarts" -eq 0 ] && sl=2
 		[ "$restarts" -eq 0 ] || [ $(( $(now) + sl + 5 )) -lt "$end" ] || break
@@ -288,7 +290,8 @@ lane_restart_ctl() {
 		echo "$gen down" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
 		kill -KILL "$spid" 2>/dev/null
 		reap "$spid" 5
-		sleep "0.$(pick 2 5 9)"
+		pick sl 2 5 9
+		sleep "0.$sl"
 		d_sink "$up" "$d" spid || { put "$d/results" "setup FAIL restart: sink on port $up did not come back: $(one_line "$d/d.sink.err")"; return; }
 		gen=$((gen + 1)) restarts=$((restarts + 1))
 		echo "$gen up" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
@@ -312,7 +315,7 @@ lane_restart_rounds() {
 			[ "$(now)" -lt $((end + 15)) ] || break
 		fi
 		n=$((n + 1))
-		conns=$(pick 1 2 4) bytes=$(pick 1M 4M 8M)
+		pick conns 1 2 4; pick bytes 1M 4M 8M
 		s0=$(cat "$d/d.state")
 		run timeout 60 "$SHEAF" source --connect "127.0.0.1:$port" --conns "$conns" \
 			--bytes "$bytes" --verify --echo --json >"$d/r.src.out" 2>"$d/r.src.err"

@@ -45,7 +45,8 @@
 # The logs (kept on failure or with E2E_KEEP=1) have each mode's results,
 # a timeline and every proxy's RSS every 5 s (DIR/MODE/rss).
 # Env: SHEAF, SOAK_SECONDS, SOAK_MODES, SOAK_SEED (default 1), E2E_KEEP=1
-# keeps the logs, SOAK_A_ARGS .. SOAK_D_ARGS replace a proxy's options.  Total wall time: SOAK_SECONDS + ~15 s per mode.
+# keeps the logs, SOAK_A_ARGS .. SOAK_D_ARGS replace a proxy's options,
+# SOAK_HUP=yes|no sends SIGHUP or not whatever --help says.  Total wall time: SOAK_SECONDS + ~15 s per mode.
 . "$(dirname "$0")/e2e/lib.sh"
 require_sheaf
 command -v python3 >/dev/null 2>&1 || skip "python3 missing"
@@ -72,7 +73,11 @@ D_ARGS=${SOAK_D_ARGS:-"--buf-size 16K --bufs 128 --connect-timeout 1000"}
 WARMUP=$((PER_MODE / 5))
 [ "$WARMUP" -le 10 ] || WARMUP=10
 
-if "$SHEAF" proxy --help 2>&1 | grep -q SIGHUP; then HUP=yes; else HUP=no; fi
+# SIGHUP only to a proxy that handles it (SOAK_HUP=yes|no overrides)
+HUP=${SOAK_HUP:-auto}
+if [ "$HUP" = auto ]; then
+	if "$SHEAF" proxy --help 2>&1 | grep -q SIGHUP; then HUP=yes; else HUP=no; fi
+fi
 
 # ------------------------------------------------------------ helpers
 
@@ -584,7 +589,8 @@ soak_mode() {
 	fi
 }
 
-[ "$HUP" = yes ] || echo "soak: SIGHUP skipped: $SHEAF proxy --help does not mention SIGHUP (it would kill the proxy)"
+[ "$HUP" = yes ] || [ -n "${SOAK_HUP:-}" ] ||
+	echo "soak: SIGHUP skipped: $SHEAF proxy --help does not mention SIGHUP (it would kill the proxy)"
 for m in $MODES; do
 	soak_mode "$m" || { MODE_FAIL=$((MODE_FAIL + 1)); E2E_KEEP=1; }
 done

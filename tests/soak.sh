@@ -11,9 +11,10 @@
 #      down between rounds, so A starts with its upstream down too.
 #   B  echo: rounds of `source --echo --verify` and `source --rr` against one
 #      `sink --echo`, beside client resets (soak_faults.py resets: SO_LINGER
-#      0 after part of a stream) and stalled clients (soak_faults.py stall:
-#      send, never read); a small pool (512 x 1K) so that the stalled ones
-#      press on it: --stall-timeout 2000, --idle-timeout 5000.
+#      0 after part of a stream) and stalled clients (soak_faults.py stall,
+#      8 at a time: send until the socket is full, never read, wait for the
+#      proxy to close them); a small pool (512 x 1K) so that the stalled
+#      ones press on it: --stall-timeout 2000, --idle-timeout 5000.
 #   C  upstream faults: upstreams servers.py readclose --close reset (RST
 #      after 64K; it checks those bytes) and blackhole (never reads), round
 #      robin; soak_faults.py upstream uploads and waits for the end;
@@ -394,7 +395,7 @@ T_PROXIES=0 T_POOL_OK=0 T_EXIT_OK=0 T_RSS0=0 T_RSS1=0 WORST_GROWTH=-1 WORST_NAME
 
 soak_mode() {
 	MODE=$1
-	local d="$E2E_TMP/$MODE" end why="" name pid rc i st line
+	local d="$E2E_TMP/$MODE" end why="" name pid rc i k
 	mkdir -p "$d"
 	: >"$d/results"
 	LANES="" LANE_ERR="$d/lanes.err" LANE_DIR=$d

@@ -4,7 +4,7 @@
 # mode: bundle ring plain sendmsg epoll). `make soak` runs it; tests/run.sh
 # runs 60 s over "bundle epoll" on the sanitizer build.
 #
-# Per mode, four proxies in that mode, all running at once:
+# Per mode, five proxies in that mode, all running at once:
 #   A  verified streams: rounds of `sheaf source --verify` (1..64 streams,
 #      256K..64M in all) into a fresh `sheaf sink --verify --conns N` on a
 #      fixed port; --threads 2, 1024 x 4K pool per thread.  The sink is
@@ -26,6 +26,11 @@
 #      upstream was down or restarted is "faulted" (it may fail; its bytes
 #      are not counted); every other round must verify: D must recover.
 #      128 x 16K pool (C and D: small pools, touched within the warm-up).
+#   E  failover: upstreams D's restarted one, then B's echo sink; rounds of
+#      `source --echo --verify`; every round during which the first
+#      upstream neither went down nor came back must verify, also while it
+#      is down (the proxy tries the next one), and after its last restart E
+#      must have taken it back ("upstream ... up" is its last word on it).
 #   SIGHUP to every proxy every 3 s, only when `sheaf proxy --help` mentions
 #   SIGHUP (a proxy without a handler would die of it); else reported as
 #   skipped.
@@ -46,7 +51,7 @@
 # The logs (kept on failure or with E2E_KEEP=1) have each mode's results,
 # a timeline and every proxy's RSS every 5 s (DIR/MODE/rss).
 # Env: SHEAF, SOAK_SECONDS, SOAK_MODES, SOAK_SEED (default 1), E2E_KEEP=1
-# keeps the logs, SOAK_A_ARGS .. SOAK_D_ARGS replace a proxy's options,
+# keeps the logs, SOAK_A_ARGS .. SOAK_E_ARGS replace a proxy's options,
 # SOAK_HUP=yes|no sends SIGHUP or not whatever --help says.  Total wall time: SOAK_SECONDS + ~15 s per mode.
 . "$(dirname "$0")/e2e/lib.sh"
 require_sheaf
@@ -71,6 +76,7 @@ A_ARGS=${SOAK_A_ARGS:-"--threads 2 --bufs 1024"}
 B_ARGS=${SOAK_B_ARGS:-"--buf-size 1K --bufs 512 --stall-timeout 2000 --idle-timeout 5000"}
 C_ARGS=${SOAK_C_ARGS:-"--bufs 256 --idle-timeout 2000"}
 D_ARGS=${SOAK_D_ARGS:-"--buf-size 16K --bufs 128 --connect-timeout 1000"}
+E_ARGS=${SOAK_E_ARGS:-"--buf-size 16K --bufs 128 --connect-timeout 1000"}
 WARMUP=$((PER_MODE / 5))
 [ "$WARMUP" -le 10 ] || WARMUP=10
 
@@ -287,6 +293,7 @@ lane_restart_ctl() {
 	d_sink "$up" "$d" spid || { put "$d/results" "setup FAIL restart: sink on port $up: $(one_line "$d/d.sink.err")"; return; }
 	gen=1
 	echo "$gen up" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
+	mark "$d" "restartable upstream $gen up"
 	while :; do
 		pick sl 2 3 4 5
 		# one restart at least; the last generation stays up for 4 s
@@ -295,17 +302,22 @@ lane_restart_ctl() {
 		sleep "$sl"
 		echo "$gen down" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
 		kill -KILL "$spid" 2>/dev/null
+		mark "$d" "restartable upstream $gen killed"
 		reap "$spid" 5
 		pick sl 2 5 9
 		sleep "0.$sl"
 		d_sink "$up" "$d" spid || { put "$d/results" "setup FAIL restart: sink on port $up did not come back: $(one_line "$d/d.sink.err")"; return; }
 		gen=$((gen + 1)) restarts=$((restarts + 1))
 		echo "$gen up" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
+		mark "$d" "restartable upstream $gen up"
 	done
 	put "$d/results" "restarts $restarts"
 	touch "$d/d.ctl.done"
 	# keep the last one up until the rounds are over
-	while [ ! -e "$d/d.rounds.done" ] && [ "$i" -lt 1800 ]; do sleep 0.1; i=$((i + 1)); done
+	while { [ ! -e "$d/d.rounds.done" ] || [ ! -e "$d/e.rounds.done" ]; } && [ "$i" -lt 1800 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
 }
 
 # lane_restart_rounds PROXY_PORT END DIR: verified echo rounds through D.
@@ -339,6 +351,32 @@ lane_restart_rounds() {
 		fi
 	done
 	touch "$d/d.rounds.done"
+}
+
+# lane_failover_rounds PROXY_PORT END DIR: verified echo rounds through E,
+# whose second upstream stays up: a round during which D's upstream (E's
+# first) neither went down nor came back must verify, also while it is down.
+lane_failover_rounds() {
+	local port=$1 end=$2 d=$3 n=0 s0 s1 conns bytes rc
+	RANDOM=$((SEED * 7 + 5))
+	while [ "$(now)" -lt "$end" ] && [ "$n" -lt 100000 ]; do
+		n=$((n + 1))
+		pick conns 1 2 4; pick bytes 256K 1M 4M
+		s0=$(cat "$d/d.state")
+		run timeout 60 "$SHEAF" source --connect "127.0.0.1:$port" --conns "$conns" \
+			--bytes "$bytes" --verify --echo --json >"$d/e.src.out" 2>"$d/e.src.err"
+		rc=$?
+		s1=$(cat "$d/d.state")
+		if [ "$s0" != "$s1" ]; then
+			put "$d/results" "failover faulted streams=$conns rc=$rc state=$s0..$s1"
+		elif [ "$rc" -eq 0 ] && grep -q '"ok":true' "$d/e.src.out"; then
+			put "$d/results" "failover ok streams=$conns bytes=$(bytes_of "$bytes") first=${s0#* }"
+		else
+			keep_fail "$d" "e$n" "$d"/e.*
+			put "$d/results" "failover FAIL streams=$conns bytes=$(bytes_of "$bytes") round $n (first upstream ${s0#* } throughout, generation ${s0% *}): rc=$rc $(one_line "$d/e.src.err")"
+		fi
+	done
+	touch "$d/e.rounds.done"
 }
 
 # lane_rss END DIR NAME=PID...: every proxy's VmRSS (KiB) every 5 s, one
@@ -417,7 +455,7 @@ soak_mode() {
 
 	mark "$d" "servers started"
 	# proxies (D and A start with their upstream down)
-	local names="A B C D"
+	local names="A B C D E"
 	if ! start_px A --upstream "127.0.0.1:$aport" $A_ARGS; then
 		if mode_unavailable; then
 			echo "skip soak: $MODE: $(one_line "$PROXY_ERR")"
@@ -431,14 +469,17 @@ soak_mode() {
 	start_px C --upstream "127.0.0.1:$rc_port" --upstream "127.0.0.1:$bh_port" $C_ARGS || { echo "FAIL soak: $MODE: proxy C did not start: $(one_line "$PROXY_ERR")"; return 1; }
 	start_px D --upstream "127.0.0.1:$dport" $D_ARGS ||
 		{ echo "FAIL soak: $MODE: proxy D did not start: $(one_line "$PROXY_ERR")"; return 1; }
+	start_px E --upstream "127.0.0.1:$dport" --upstream "127.0.0.1:$bport" $E_ARGS ||
+		{ echo "FAIL soak: $MODE: proxy E did not start: $(one_line "$PROXY_ERR")"; return 1; }
 
 	end=$(( $(now) + PER_MODE ))
 	lane lane_stream "$PX_A_PORT" "$aport" "$end" "$d"
 	lane lane_echo "$PX_B_PORT" "$end" "$d"
 	lane lane_restart_ctl "$dport" "$end" "$d"
 	lane lane_restart_rounds "$PX_D_PORT" "$end" "$d"
-	lane lane_rss "$end" "$d" "A=$PX_A_PID" "B=$PX_B_PID" "C=$PX_C_PID" "D=$PX_D_PID"
-	[ "$HUP" = yes ] && lane lane_hup "$end" "$d" "$PX_A_PID" "$PX_B_PID" "$PX_C_PID" "$PX_D_PID"
+	lane lane_failover_rounds "$PX_E_PORT" "$end" "$d"
+	lane lane_rss "$end" "$d" "A=$PX_A_PID" "B=$PX_B_PID" "C=$PX_C_PID" "D=$PX_D_PID" "E=$PX_E_PID"
+	[ "$HUP" = yes ] && lane lane_hup "$end" "$d" "$PX_A_PID" "$PX_B_PID" "$PX_C_PID" "$PX_D_PID" "$PX_E_PID"
 	local py=()
 	timeout $((PER_MODE + 60)) "$PY" "$FAULTS_PY" resets --port "$PX_B_PORT" \
 		--seconds "$PER_MODE" --min 1 --max 256K --seed "$SEED" >"$d/resets.out" 2>&1 &
@@ -532,7 +573,7 @@ soak_mode() {
 	local res="$d/results" streams vstreams vbytes lost resets stalls uresets restarts hups
 	local sfail pending ok_after hung held bad
 	streams=0 vstreams=0 vbytes=0 lost=0
-	for k in stream echo rr restart; do
+	for k in stream echo rr restart failover; do
 		streams=$((streams + $(sum_results "$res" $k streams ok) + $(sum_results "$res" $k streams FAIL) + $(sum_results "$res" $k streams faulted)))
 		vstreams=$((vstreams + $(sum_results "$res" $k streams ok)))
 		vbytes=$((vbytes + $(sum_results "$res" $k bytes ok)))
@@ -566,6 +607,16 @@ soak_mode() {
 	lastgen=$(( ${restarts:-0} + 1 ))
 	grep -q "^restart ok .* gen=$lastgen\$" "$res" || why="$why; D: no verified round after the last restart (generation $lastgen)"
 	grep -q 'state=0 down' "$res" || why="$why; D: no round while its upstream was still down at start"
+	# failover: E verified rounds while its first upstream was down, and
+	# took it back after its last restart (its last word on it is "up")
+	local fo_down last_e
+	fo_down=$(grep -c '^failover ok .* first=down$' "$res")
+	[ "$fo_down" -gt 0 ] || why="$why; E: no verified round while its first upstream was down"
+	last_e=$(grep "upstream 127.0.0.1:$dport " "$PX_E_ERR" | tail -n1)
+	case $last_e in
+	*" up") ;;
+	*) why="$why; E: after the last restart, its first upstream was not taken back (last: ${last_e:-nothing})" ;;
+	esac
 	hups=$(sed -n 's/^hup \([0-9]*\)/\1/p' "$res")
 	grep -q '^setup FAIL' "$res" && why="$why; $(grep -m1 '^setup FAIL' "$res")"
 
@@ -578,7 +629,7 @@ soak_mode() {
 	spg=$(awk -v s="$sends_all" -v b="$out_all" 'BEGIN { printf "%.0f", b ? s / (b / 1073741824) : 0 }')
 	SENDS="$SENDS $MODE=$spg"
 	local desc
-	desc="$MODE ${PER_MODE} s: $streams streams ($vstreams verified, $(awk -v b="$vbytes" 'BEGIN { printf "%.1f", b / 1048576 }') MiB), lost $lost B; faults: ${resets:-0} client resets, $stalls stalls, $uresets upstream resets, ${restarts:-0} restarts, ${hups:-skipped} SIGHUP; sends/GiB $spg; RSS KiB listen/start->end$rss_note"
+	desc="$MODE ${PER_MODE} s: $streams streams ($vstreams verified, $(awk -v b="$vbytes" 'BEGIN { printf "%.1f", b / 1048576 }') MiB), lost $lost B; faults: ${resets:-0} client resets, $stalls stalls, $uresets upstream resets, ${restarts:-0} restarts, ${hups:-skipped} SIGHUP; $fo_down failover rounds; sends/GiB $spg; RSS KiB listen/start->end$rss_note"
 	mark "$d" "results read"
 	if [ -z "$why" ]; then
 		echo "ok soak: $desc"

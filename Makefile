@@ -133,7 +133,7 @@ fuzz: fuzz-bin
 
 # Packages the build, the tests and the benchmark need (Debian names).
 DEPS_PKGS := gcc make pkg-config liburing-dev libcmocka-dev gnuplot-nox iproute2 haproxy socat \
-             python3 clang
+             python3 clang valgrind
 deps:
 	@sh tests/deps.sh $(DEPS_PKGS)
 
@@ -150,6 +150,12 @@ run: deps all
 bench: deps all
 	SHEAF=$(BUILD)/sheaf sh bench/run.sh
 
+# make soak: tests/soak.sh for SOAK_SECONDS (default 600) over every io mode;
+# make test runs 60 s of it (bundle, epoll) on the sanitizer build.
+SOAK_SECONDS ?= 600
+soak: deps all
+	SHEAF=$(BUILD)/sheaf SOAK_SECONDS=$(SOAK_SECONDS) bash tests/soak.sh
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(BUILD)/sheaf $(DESTDIR)$(PREFIX)/bin/
@@ -164,5 +170,5 @@ install: all
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all unit deps test run bench install clean fuzz fuzz-bin
+.PHONY: all unit deps test run bench soak install clean fuzz fuzz-bin
 -include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

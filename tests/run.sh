@@ -66,6 +66,8 @@ for build in build build-san; do
 		name=$(basename "$t" .sh)
 		case $name in
 		lib) ;;
+		# valgrind cannot run ASan binaries: the normal build only
+		valgrind) [ $build = build ] && count_e2e "$t" "$build/$name" ;;
 		proxy_matrix)
 			for m in bundle ring plain sendmsg epoll; do
 				count_e2e "$t" "$build/$name:$m" "$m"
@@ -73,6 +75,14 @@ for build in build build-san; do
 		*) count_e2e "$t" "$build/$name" ;;
 		esac
 	done
+	# 60 s of the soak (make soak: 600 s over every mode), on the sanitizer
+	# build: ASan and UBSan catch the use-after-free, overflow and leak (at
+	# exit) that faults provoke; the RSS check allows for their overhead
+	if [ $build = build-san ]; then
+		SOAK_SECONDS=60 SOAK_MODES="bundle epoll"
+		export SOAK_SECONDS SOAK_MODES
+		count_e2e tests/soak.sh "$build/soak"
+	fi
 done
 # the libFuzzer harnesses (build-fuzz/, make fuzz-bin), each over its seeds
 for f in fuzz/fuzz_*.c; do

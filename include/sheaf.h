@@ -357,8 +357,14 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
  * for every field (see struct sheaf_stats). Loops are independent: the
  * totals of several are the sums of their fields, gauges included.
  */
-/* Counters (uint64_t): events since the loop was created. */
-#define SHEAF_STATS_COUNTERS(X) \
+/*
+ * Counters (uint64_t): events since the loop was created. SHEAF_STATS_COUNTERS
+ * names them all; in the struct, those added after its first version
+ * (SHEAF_STATS_COUNTERS_V1) follow the gauges, since fields are only ever
+ * added at the end.
+ */
+#define SHEAF_STATS_COUNTERS(X) SHEAF_STATS_COUNTERS_V0(X) SHEAF_STATS_COUNTERS_V1(X)
+#define SHEAF_STATS_COUNTERS_V0(X) \
 	X(accepted)        /* connections accepted */ \
 	X(rejected)        /* accepted, then closed at once (stopping) */ \
 	X(accept_pauses)   /* listeners stopped at accept_max or out of slots or \
@@ -384,6 +390,25 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 			      did not match ours */ \
 	X(idle_closed)     /* connections closed by idle_timeout_ms */ \
 	X(stall_closed)    /* connections closed by stall_timeout_ms */
+#define SHEAF_STATS_COUNTERS_V1(X) \
+	X(enters)          /* calls into the kernel to submit and wait: \
+			      io_uring_enter (epoll: epoll_wait) */ \
+	SHEAF_STATS_HIST(X, recv) /* receive completions with data, by \
+				     the buffers each filled */ \
+	SHEAF_STATS_HIST(X, send) /* send completions (send_cqes), by the \
+				     buffers each sent in full */
+/*
+ * A histogram in power-of-two buckets: OP_hist_N counts the completions
+ * that moved more than N/2 and at most N buffers (OP_hist_1: one or none),
+ * OP_hist_more those that moved more than 256. The sum of a
+ * histogram's buckets is recv_cqes (send_cqes); their buffers, recv_bufs
+ * (send_bufs).
+ */
+#define SHEAF_STATS_HIST(X, op) \
+	X(op##_hist_1) X(op##_hist_2) X(op##_hist_4) X(op##_hist_8) X(op##_hist_16) \
+	X(op##_hist_32) X(op##_hist_64) X(op##_hist_128) X(op##_hist_256) \
+	X(op##_hist_more)
+#define SHEAF_STATS_HIST_BUCKETS 10
 /* Gauges (uint32_t): the state when sheaf_loop_stats is called. */
 #define SHEAF_STATS_GAUGES(X) \
 	X(pool_bufs)       /* buffers in the pools (receive and write) */ \
@@ -395,8 +420,9 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 #define SHEAF__STATS_U32(name) uint32_t name;
 struct sheaf_stats {
 	uint32_t size; /* sizeof(struct sheaf_stats), set by the caller */
-	SHEAF_STATS_COUNTERS(SHEAF__STATS_U64)
+	SHEAF_STATS_COUNTERS_V0(SHEAF__STATS_U64)
 	SHEAF_STATS_GAUGES(SHEAF__STATS_U32)
+	SHEAF_STATS_COUNTERS_V1(SHEAF__STATS_U64)
 };
 #undef SHEAF__STATS_U64
 #undef SHEAF__STATS_U32

@@ -439,6 +439,7 @@ static void on_send(struct sheaf_conn *c, const struct sheaf__event *ev)
 	ret = l->be->send_done(c, ev, l->bids, &n);
 	l->st.bytes_out += before - c->q.bytes;
 	l->st.send_bufs += (uint32_t)n;
+	l->hist[SHEAF__HIST_SEND][sheaf__hist_bucket((uint32_t)n)]++;
 	if (before != c->q.bytes)
 		c->active = c->sent_at = l->now;
 	while (n)

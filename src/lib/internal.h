@@ -348,7 +348,23 @@ struct sheaf_loop {
 	double next_sweep;           /* next idle sweep, or 0 */
 	double next_stall;           /* next stall check, or 0 */
 	struct sheaf_stats st;
+	/* buffers per completion (SHEAF_STATS_HIST): [SHEAF__HIST_RECV or
+	 * SHEAF__HIST_SEND][sheaf__hist_bucket(n)], copied into st's fields
+	 * by sheaf_loop_stats */
+	uint64_t hist[2][SHEAF_STATS_HIST_BUCKETS];
 };
+
+#define SHEAF__HIST_RECV 0
+#define SHEAF__HIST_SEND 1
+
+/* The histogram bucket of a completion that moved n buffers: 0 for at most
+ * one, k for 2^(k-1) < n <= 2^k, the last for more than 256. */
+static inline unsigned sheaf__hist_bucket(uint32_t n)
+{
+	unsigned k = n <= 1 ? 0 : 32 - (unsigned)__builtin_clz(n - 1);
+
+	return k < SHEAF_STATS_HIST_BUCKETS - 1 ? k : SHEAF_STATS_HIST_BUCKETS - 1;
+}
 
 /* The one clock: CLOCK_MONOTONIC seconds. */
 static inline double sheaf__now(void)

@@ -546,6 +546,7 @@ void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *out)
 {
 	struct sheaf_stats s = l->st;
 	uint32_t size = out->size;
+	const uint64_t *h = &l->hist[0][0];
 
 	s.pool_bufs = s.pool_free = 0;
 	for (unsigned d = 0; d < SHEAF__POOLS; d++) {
@@ -555,6 +556,10 @@ void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *out)
 	}
 	s.conns = l->nconns;
 	s.sendrings = l->be->sendrings(l);
+#define HIST(name) s.name = *h++;
+	SHEAF_STATS_HIST(HIST, recv)
+	SHEAF_STATS_HIST(HIST, send)
+#undef HIST
 	s.size = size < sizeof(s) ? size : (uint32_t)sizeof(s);
 	memcpy(out, &s, s.size);
 }

@@ -185,6 +185,7 @@ static int uring_wait(struct sheaf_loop *l, int timeout_ms,
 
 	if (!u->enabled && (ret = enable(u)))
 		return ret;
+	l->st.enters++;
 	ret = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts,
 					       NULL);
 	if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)

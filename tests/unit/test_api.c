@@ -585,6 +585,34 @@ static void *echo_peer(void *arg)
 	return NULL;
 }
 
+/* The histograms of buffers per completion add up: their buckets to the
+ * completions, and at least to the buffers (each bucket's least). */
+static void assert_hists(const struct sheaf_stats *st)
+{
+	const uint64_t recv[] = {
+#define V(name) st->name,
+		SHEAF_STATS_HIST(V, recv)
+	}, send[] = {
+		SHEAF_STATS_HIST(V, send)
+#undef V
+	};
+	uint64_t rn = 0, sn = 0, rmin = 0, smin = 0;
+
+	for (unsigned k = 0; k < SHEAF_STATS_HIST_BUCKETS; k++) {
+		uint64_t least = k ? (1ull << (k - 1)) + 1 : 0;
+
+		rn += recv[k];
+		sn += send[k];
+		rmin += recv[k] * (k ? least : 1);
+		smin += send[k] * least;
+	}
+	assert_int_equal(rn, st->recv_cqes);
+	assert_int_equal(sn, st->send_cqes);
+	assert_true(rmin <= st->recv_bufs);
+	assert_true(smin <= st->send_bufs);
+	assert_true(st->enters > 0);
+}
+
 static void echo(void **state)
 {
 	struct echo es = { 0 };
@@ -614,6 +642,7 @@ static void echo(void **state)
 	assert_int_equal(st.bytes_out, ECHO_LEN);
 	assert_int_equal(st.pool_free, st.pool_bufs);
 	assert_int_equal(st.conns, 0);
+	assert_hists(&st);
 	print_message("  echo %s: %u short writes, %u on_writable\n", sheaf_io_name(fx.io),
 		      es.pauses, es.writables);
 }

@@ -24,7 +24,7 @@ extern "C" {
 
 /*
  * Structs the caller allocates (struct sheaf_probe, sheaf_loop_config,
- * sheaf_callbacks, sheaf_stats) begin with `size`: the caller sets it to
+ * sheaf_callbacks, sheaf_stats, sheaf_conn_info) begin with `size`: the caller sets it to
  * sizeof the struct as it was compiled, and the library reads or writes
  * only that many bytes. Fields are only ever added at the end, so a program
  * built against an older sheaf.h keeps working with a newer libsheaf.so.0.
@@ -350,6 +350,26 @@ struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
  * loop owns it (never read, write or close it, nor change its flags). Valid
  * until on_close: the socket is closed before that callback. Loop thread. */
 int sheaf_conn_fd(const struct sheaf_conn *c);
+
+/* What the library counted for one connection (sheaf_conn_info). */
+struct sheaf_conn_info {
+	uint32_t size;      /* sizeof(struct sheaf_conn_info), set by the caller */
+	uint32_t flags;     /* SHEAF_CONN_* below */
+	uint64_t bytes_in;  /* bytes received on it */
+	uint64_t bytes_out; /* bytes sent on it (taken by the kernel) */
+};
+#define SHEAF_CONN_ACCEPTED    0x1u /* from a listener (else from sheaf_connect) */
+#define SHEAF_CONN_PEER_FAILED 0x2u /* its error is not its own: it was reset
+				      * because the connection linked to it
+				      * failed (sheaf_conn_link) */
+
+/*
+ * Fills info->size bytes of *info with what the library counted for c. Valid
+ * from on_accept (or sheaf_connect) until on_close returns, on_close
+ * included. 0, or -EINVAL (info->size smaller than the first version).
+ * Loop thread.
+ */
+int sheaf_conn_info(const struct sheaf_conn *c, struct sheaf_conn_info *info);
 
 /*
  * Statistics of one loop (sheaf_loop_stats). Each field is named once, in

@@ -244,6 +244,7 @@ struct sheaf_conn {
 	bool resuming;                 /* on the loop's resume list */
 	bool unseen;                   /* sheaf_connect failed at once: the program
 					* never had it, so no on_close */
+	bool peer_failed;              /* err was set because its linked peer failed */
 	struct sheaf_conn *peer;       /* linked: what we receive goes there */
 	struct sheaf_conn *paused_src; /* the sender we paused (queue full) */
 	struct sheaf_conn *paused_by;  /* whose full queue paused us */
@@ -263,6 +264,7 @@ struct sheaf_conn {
 	double deadline;               /* connect gives up then */
 	double active;                 /* when a byte last moved (idle timeout) */
 	double sent_at;                /* when its queue last sent (stall timeout) */
+	uint64_t bytes_in, bytes_out;  /* sheaf_conn_info */
 	struct sockaddr_storage addr;  /* connect target */
 	socklen_t addr_len;
 };

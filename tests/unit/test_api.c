@@ -531,8 +531,16 @@ static void echo_eof(struct sheaf_conn *c)
 static void echo_close(struct sheaf_conn *c, int err)
 {
 	struct echo_conn *e = sheaf_conn_data(c);
+	struct sheaf_conn_info info = { .size = sizeof(info) }, v0 = { .size = 4 };
 
 	CHECK_EQ(fx_of(c), err, 0);
+	/* what it counted, still valid in on_close */
+	CHECK_EQ(fx_of(c), sheaf_conn_info(c, &info), 0);
+	CHECK_EQ(fx_of(c), info.size, sizeof(info));
+	CHECK_EQ(fx_of(c), info.flags, SHEAF_CONN_ACCEPTED);
+	CHECK_EQ(fx_of(c), info.bytes_in, ECHO_LEN);
+	CHECK_EQ(fx_of(c), info.bytes_out, ECHO_LEN);
+	CHECK_EQ(fx_of(c), sheaf_conn_info(c, &v0), -EINVAL);
 	if (e)
 		free(e->pend);
 	free(e);

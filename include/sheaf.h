@@ -24,8 +24,8 @@ extern "C" {
 
 /*
  * Structs the caller allocates (struct sheaf_probe, sheaf_loop_config,
- * sheaf_callbacks, sheaf_stats, sheaf_conn_info) begin with `size`: the caller sets it to
- * sizeof the struct as it was compiled, and the library reads or writes
+ * sheaf_callbacks, sheaf_stats, sheaf_conn_info) begin with `size`: the
+ * caller sets it to sizeof the struct as it was compiled, and the library reads or writes
  * only that many bytes. Fields are only ever added at the end, so a program
  * built against an older sheaf.h keeps working with a newer libsheaf.so.0.
  * A size smaller than the first version of the struct is -EINVAL.
@@ -156,6 +156,14 @@ struct sheaf_loop_config {
 			       * and new clients wait in the kernel's backlog until
 			       * one closes; 0 = max_conns */
 	uint32_t backlog;     /* listen(2) backlog; 0 = 4096 */
+	uint32_t drain_timeout_ms; /* how long a stop (sheaf_loop_stop) may take:
+				    * connections still open then are reset;
+				    * 0 = 2000 */
+	int soft_stop;        /* a stop closes only the listeners: connections go
+			       * on (receiving, connecting) until they end or the
+			       * program closes them, up to drain_timeout_ms.
+			       * 0: it closes every connection at once, and each
+			       * sends what it has queued first */
 };
 
 /* Limits for the configuration above. */
@@ -166,7 +174,8 @@ struct sheaf_loop_config {
 /*
  * Fills *cfg with the defaults and sets cfg->size: io auto, 4 KiB buffers,
  * 2048 receive buffers, 256 write buffers, 1024 connections, TCP_NODELAY on,
- * a 5 s connect timeout, a 30 s stall timeout, no idle timeout. Any thread.
+ * a 5 s connect timeout, a 30 s stall timeout, no idle timeout, a stop that
+ * closes connections at once and takes at most 2 s. Any thread.
  */
 void sheaf_loop_config_init(struct sheaf_loop_config *cfg);
 
@@ -205,9 +214,11 @@ void *sheaf_loop_data(struct sheaf_loop *loop);
  */
 int sheaf_loop_run(struct sheaf_loop *loop);
 /*
- * Graceful stop: close listeners, let queued data drain (at most 2 s),
- * then close all connections; sheaf_loop_run returns after that. Any thread,
- * and async-signal-safe: it wakes the loop itself.
+ * Graceful stop: close listeners; then close every connection once its
+ * queued data is sent, or (soft_stop) let connections run until they end;
+ * those still open drain_timeout_ms (default 2 s) after the stop are reset.
+ * sheaf_loop_run returns once every connection is closed. Any thread, and
+ * async-signal-safe: it wakes the loop itself.
  */
 void sheaf_loop_stop(struct sheaf_loop *loop);
 /* Makes sheaf_loop_run return as soon as possible (connections stay open).
@@ -253,7 +264,8 @@ int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
 /*
  * Starts connecting to addr (copied); on_connect reports the result
  * (-ETIMEDOUT after connect_timeout_ms). Returns the connection, or NULL
- * with *err: -EMFILE (no free slot, or stopping), -EINVAL, or socket()'s
+ * with *err: -EMFILE (no free slot, or stopping: with soft_stop, once the
+ * drain ended), -EINVAL, or socket()'s
  * error; then neither on_connect nor on_close is called. Data may be written to a
  * connection that is still connecting: it is sent once connected. Loop
  * thread.

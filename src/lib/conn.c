@@ -510,7 +510,9 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *l, const struct sockaddr *ad
 		*err = -errno;
 		return NULL;
 	}
-	c = l->stopping ? NULL : sheaf__conn_new(l, fd, SHEAF__DIR_OUT);
+	/* a soft stop lets connections go on, and connect, until its end */
+	c = l->stopping && (!l->cfg.soft_stop || l->drained) ? NULL :
+	    sheaf__conn_new(l, fd, SHEAF__DIR_OUT);
 	if (!c) {
 		close(fd);
 		*err = -EMFILE;

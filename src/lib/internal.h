@@ -347,6 +347,7 @@ struct sheaf_loop {
 	bool stopping;
 	double now;                  /* the clock at this turn */
 	double drain_deadline;       /* end of the stop drain, or 0 */
+	bool drained;                /* the drain ended: connections were reset */
 	double next_sweep;           /* next idle sweep, or 0 */
 	double next_stall;           /* next stall check, or 0 */
 	struct sheaf_stats st;

@@ -12,7 +12,7 @@
 
 #include "backend.h"
 
-#define DRAIN_SECONDS 2.0
+#define DRAIN_MS 2000u /* drain_timeout_ms 0 */
 #define RELISTEN_SECONDS 0.05 /* out of descriptors: try accepting again then */
 #define HOLD_BYTES (256u * 1024) /* what one queue may hold, at most */
 
@@ -34,6 +34,7 @@ void sheaf_loop_config_init(struct sheaf_loop_config *cfg)
 	cfg->nodelay = 1;
 	cfg->connect_timeout_ms = 5000;
 	cfg->stall_timeout_ms = 30000;
+	cfg->drain_timeout_ms = DRAIN_MS;
 }
 
 /* A copy of the caller's struct of `size` bytes (its first field), zero
@@ -321,9 +322,12 @@ static void begin_stop(struct sheaf_loop *l)
 		l->listen[i].paused = false;
 		l->be->unlisten(l, i);
 	}
+	l->drain_deadline = l->now + (l->cfg.drain_timeout_ms ? l->cfg.drain_timeout_ms :
+				      DRAIN_MS) / 1000.0;
+	if (l->cfg.soft_stop)
+		return; /* connections go on, timeouts included */
 	for (uint32_t i = 0; i < l->cfg.max_conns; i++)
 		sheaf_conn_close(&l->conns[i]);
-	l->drain_deadline = l->now + DRAIN_SECONDS;
 	l->next_sweep = l->next_stall = 0;
 }
 
@@ -409,7 +413,7 @@ static void sweep_arm(struct sheaf_loop *l)
 	double period = l->cfg.idle_timeout_ms / 4000.0;
 
 	/* idle connections are found within a quarter of the timeout */
-	if (l->cfg.idle_timeout_ms && !l->stopping)
+	if (l->cfg.idle_timeout_ms && (!l->stopping || l->cfg.soft_stop))
 		l->next_sweep = l->now + (period < 0.001 ? 0.001 : period);
 	else
 		l->next_sweep = 0;
@@ -419,7 +423,7 @@ static void stall_arm(struct sheaf_loop *l)
 {
 	double period = l->cfg.stall_timeout_ms / 4000.0;
 
-	if (l->cfg.stall_timeout_ms && !l->stopping)
+	if (l->cfg.stall_timeout_ms && (!l->stopping || l->cfg.soft_stop))
 		l->next_stall = l->now + (period < 0.001 ? 0.001 : period);
 	else
 		l->next_stall = 0;
@@ -470,6 +474,7 @@ static void run_timers(struct sheaf_loop *l)
 	sheaf__timers_run(l);
 	if (l->drain_deadline && l->drain_deadline <= l->now) {
 		l->drain_deadline = 0;
+		l->drained = true;
 		for (uint32_t i = 0; i < l->cfg.max_conns; i++)
 			sheaf__conn_abort(&l->conns[i], -ETIMEDOUT);
 	}

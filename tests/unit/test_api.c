@@ -431,6 +431,7 @@ struct echo_conn {
 
 struct echo {
 	unsigned writables, pauses;
+	bool stopped; /* soft_stop_echo: the stop was asked for */
 };
 
 static void echo_accept(struct sheaf_conn *c, void *listen_data)
@@ -2475,6 +2476,159 @@ static void auto_mode(void **state)
 	assert_int_equal(after, before);
 }
 
+/* ---- 14. soft stop: connections finish, or are reset at drain_timeout_ms -- */
+
+/* The echo case, stopped at its first bundle: with soft_stop the stream
+ * still goes through whole, and the loop returns once it closed. */
+static void ss_echo_data(struct sheaf_conn *c, const struct sheaf_bundle *b)
+{
+	struct fx *fx = fx_of(c);
+	struct echo *es = fx->arg;
+
+	if (!es->stopped) {
+		es->stopped = true;
+		sheaf_loop_stop(fx->loop);
+	}
+	echo_data(c, b);
+}
+
+static void soft_stop_echo(void **state)
+{
+	struct echo es = { 0 };
+	struct peer p = { .seed = ECHO_SEED, .len = ECHO_LEN };
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = echo_accept,
+				      .on_data = ss_echo_data, .on_eof = echo_eof,
+				      .on_close = echo_close, .on_writable = echo_writable };
+	struct sheaf_loop_config cfg;
+	struct sheaf_stats st;
+	struct fx fx;
+
+	fx_init(&fx, state, &es);
+	cfg = fx_config(&fx);
+	cfg.queue_high = 16384;
+	cfg.soft_stop = 1;
+	cfg.drain_timeout_ms = 20000; /* longer than the case may take */
+	fx_loop(&fx, &cfg, &cb);
+	fx_listen(&fx);
+	peer_start(&p, &fx, echo_peer);
+	fx_run(&fx);
+	st = fx_stats(&fx);
+	fx_free(&fx);
+	peer_join(&p);
+	fx_assert(&fx);
+	peer_assert(&p);
+	assert_true(es.stopped);
+	assert_int_equal(p.got, ECHO_LEN);
+	assert_int_equal(st.bytes_out, ECHO_LEN);
+	assert_int_equal(st.pool_free, st.pool_bufs);
+}
+
+/*
+ * Connections that never end: a pair of the loop's own (connected to its
+ * listener) and, made during the soft stop, one to a listener nobody
+ * accepts on. All three are reset drain_timeout_ms after the stop.
+ */
+#define SS_DRAIN_MS 300
+
+struct ss {
+	struct fx *fx;
+	struct sockaddr_in quiet;  /* a listener that never accepts */
+	unsigned closed, timedout, connected;
+	bool late_ok;
+	double stop_at;
+};
+
+static void ss_accept(struct sheaf_conn *c, void *listen_data)
+{
+	CHECK_EQ(fx_of(c), sheaf_conn_start(c), 0);
+}
+
+static void ss_connect(struct sheaf_conn *c, int err)
+{
+	struct ss *ss = fx_of(c)->arg;
+
+	if (CHECK_EQ(ss->fx, err, 0))
+		ss->connected++;
+}
+
+static void ss_close(struct sheaf_conn *c, int err)
+{
+	struct ss *ss = fx_of(c)->arg;
+
+	ss->closed++;
+	ss->timedout += err == -ETIMEDOUT;
+}
+
+static void ss_first(struct sheaf_timer *t, void *arg)
+{
+	struct ss *ss = arg;
+	struct fx *fx = ss->fx;
+	int err = 0;
+
+	CHECK(fx, sheaf_connect(fx->loop, (struct sockaddr *)&fx->addr, sizeof(fx->addr),
+				NULL, &err) != NULL);
+}
+
+static void ss_stop(struct sheaf_timer *t, void *arg)
+{
+	struct ss *ss = arg;
+
+	ss->stop_at = now_s();
+	sheaf_loop_stop(ss->fx->loop);
+}
+
+/* During the stop: a soft stop still connects. */
+static void ss_late(struct sheaf_timer *t, void *arg)
+{
+	struct ss *ss = arg;
+	struct fx *fx = ss->fx;
+	int err = 0;
+
+	ss->late_ok = sheaf_connect(fx->loop, (struct sockaddr *)&ss->quiet, sizeof(ss->quiet),
+				    NULL, &err) != NULL;
+	CHECK_EQ(fx, err, 0);
+}
+
+static void soft_stop_cut(void **state)
+{
+	struct ss ss = { 0 };
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = ss_accept,
+				      .on_connect = ss_connect, .on_close = ss_close };
+	struct sheaf_loop_config cfg;
+	socklen_t len = sizeof(ss.quiet);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct fx fx;
+	double end;
+
+	ss.quiet = (struct sockaddr_in){ .sin_family = AF_INET,
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&ss.quiet, sizeof(ss.quiet)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&ss.quiet, &len), 0);
+	fx_init(&fx, state, &ss);
+	ss.fx = &fx;
+	cfg = fx_config(&fx);
+	cfg.soft_stop = 1;
+	cfg.drain_timeout_ms = SS_DRAIN_MS;
+	fx_loop(&fx, &cfg, &cb);
+	fx_listen(&fx);
+	fx_timer(&fx, 0, 0, ss_first, &ss);
+	fx_timer(&fx, 50, 0, ss_stop, &ss);
+	fx_timer(&fx, 100, 0, ss_late, &ss);
+	fx_run(&fx);
+	end = now_s();
+	fx_free(&fx);
+	close(lfd);
+	fx_assert(&fx);
+	assert_true(ss.late_ok);
+	assert_int_equal(ss.connected, 2);
+	assert_int_equal(ss.closed, 3);
+	assert_int_equal(ss.timedout, 3);
+	assert_true(end - ss.stop_at >= SS_DRAIN_MS / 1000.0 - 0.01);
+	assert_true(end - ss.stop_at < 3);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static enum sheaf_io io_bundle = SHEAF_IO_BUNDLE, io_ring = SHEAF_IO_RING,
@@ -2502,6 +2656,8 @@ int main(int argc, char **argv)
 		ALL_MODES(pool_exhausted)
 		ALL_MODES(write_after_reset)
 		ALL_MODES(stall)
+		ALL_MODES(soft_stop_echo)
+		ALL_MODES(soft_stop_cut)
 		cmocka_unit_test(auto_mode),
 	};
 

@@ -262,6 +262,18 @@ int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
 		 socklen_t len, void *listen_data);
 
 /*
+ * Listens on fd, a stream socket bound and listening already (passed by
+ * systemd's socket activation, or inherited): as sheaf_listen, without the
+ * socket, bind and listen. On success the loop owns fd, sets FD_CLOEXEC on
+ * it (and O_NONBLOCK in the epoll mode) and closes it when freed; stopping
+ * never shuts the socket down, so a copy held elsewhere (systemd's) keeps
+ * listening. Returns fd, or -errno: -ENOSPC after 8 listeners, -EINVAL
+ * when fd is a socket but not a listening stream one, -ENOTSOCK, -EBADF;
+ * then fd is still the caller's. Loop thread, or before the loop first runs.
+ */
+int sheaf_listen_fd(struct sheaf_loop *loop, int fd, void *listen_data);
+
+/*
  * Starts connecting to addr (copied); on_connect reports the result
  * (-ETIMEDOUT after connect_timeout_ms). Returns the connection, or NULL
  * with *err: -EMFILE (no free slot, or stopping: with soft_stop, once the

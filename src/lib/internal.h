@@ -30,7 +30,8 @@
  * reused, so a completion for a closed connection can never reach a new one.
  */
 enum sheaf__op {
-	SHEAF__OP_ACCEPT = 1,
+	SHEAF__OP_NONE = 0, /* a completion nothing waits for */
+	SHEAF__OP_ACCEPT,
 	SHEAF__OP_CONNECT,
 	SHEAF__OP_RECV,
 	SHEAF__OP_SEND,
@@ -278,6 +279,8 @@ struct sheaf_conn {
 
 struct sheaf__listener {
 	int fd;
+	bool adopted;    /* sheaf_listen_fd: another copy may listen on, so
+			  * stopping must not shut the socket down */
 	bool armed;
 	bool paused;     /* stopped at accept_max: listen again when one closes */
 	void *data;

@@ -4,6 +4,7 @@
  * It knows the backend only through backend.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,20 @@ void *sheaf_loop_data(struct sheaf_loop *l) { return l->data; }
 
 /* ---- listeners -------------------------------------------------------- */
 
+/* Listener i = nlisten on a listening socket; fd or -errno (fd not closed). */
+static int listen_add(struct sheaf_loop *l, int fd, void *data, bool adopted)
+{
+	int ret;
+
+	l->listen[l->nlisten] = (struct sheaf__listener){ .fd = fd, .data = data,
+							  .adopted = adopted };
+	ret = l->be->listen(l, l->nlisten);
+	if (ret)
+		return ret;
+	l->listen[l->nlisten++].armed = true;
+	return fd;
+}
+
 int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 		 socklen_t len, void *listen_data)
 {
@@ -214,14 +229,27 @@ int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 		close(fd);
 		return ret;
 	}
-	l->listen[l->nlisten] = (struct sheaf__listener){ .fd = fd, .data = listen_data };
-	ret = l->be->listen(l, l->nlisten);
-	if (ret) {
+	ret = listen_add(l, fd, listen_data, false);
+	if (ret < 0)
 		close(fd);
-		return ret;
-	}
-	l->listen[l->nlisten++].armed = true;
-	return fd;
+	return ret;
+}
+
+int sheaf_listen_fd(struct sheaf_loop *l, int fd, void *listen_data)
+{
+	int type = 0, listening = 0;
+	socklen_t tlen = sizeof(type), llen = sizeof(listening);
+
+	if (l->nlisten == SHEAF__MAX_LISTEN)
+		return -ENOSPC;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &llen))
+		return -errno;
+	if (type != SOCK_STREAM || !listening)
+		return -EINVAL;
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC))
+		return -errno;
+	return listen_add(l, fd, listen_data, true);
 }
 
 /* No more accepts now: accept_max accepted connections are open, or no
@@ -485,6 +513,8 @@ static void run_timers(struct sheaf_loop *l)
 static void fire(struct sheaf_loop *l, const struct sheaf__event *ev)
 {
 	switch (sheaf__ud_op(ev->ud)) {
+	case SHEAF__OP_NONE:
+		break;
 	case SHEAF__OP_ACCEPT:
 		on_accept(l, ev);
 		break;

@@ -2629,6 +2629,103 @@ static void soft_stop_cut(void **state)
 	assert_true(end - ss.stop_at < 3);
 }
 
+/* ---- 15. sheaf_listen_fd: a listening socket made elsewhere ---------------- */
+
+/*
+ * The loop accepts on a copy of a socket the test made (non-blocking, as
+ * some programs pass them); after the loop stopped and was freed, its copy
+ * is closed and the test's own still listens: the stop did not shut the
+ * socket down, as a socket systemd passes must outlive the service.
+ */
+struct lf {
+	struct fx *fx;
+	int marker;
+	unsigned accepted, wrong_data;
+};
+
+static void lf_accept(struct sheaf_conn *c, void *listen_data)
+{
+	struct lf *lf = fx_of(c)->arg;
+
+	lf->accepted++;
+	lf->wrong_data += listen_data != &lf->marker;
+	sheaf_conn_close(c);
+	if (lf->accepted == 2)
+		sheaf_loop_stop(lf->fx->loop);
+}
+
+static void lf_connect(struct sheaf_timer *t, void *arg)
+{
+	struct lf *lf = arg;
+	struct fx *fx = lf->fx;
+	int err = 0;
+
+	for (int i = 0; i < 2; i++)
+		CHECK(fx, sheaf_connect(fx->loop, (struct sockaddr *)&fx->addr, sizeof(fx->addr),
+					NULL, &err) != NULL);
+}
+
+/* The refusals: nothing is taken over, the descriptors stay the caller's. */
+static void lf_refused(struct sheaf_loop *loop)
+{
+	int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0);
+	int pfd[2];
+
+	assert_int_equal(pipe(pfd), 0);
+	assert_int_equal(sheaf_listen_fd(loop, udp, NULL), -EINVAL);
+	assert_int_equal(sheaf_listen_fd(loop, tcp, NULL), -EINVAL); /* not listening */
+	assert_int_equal(sheaf_listen_fd(loop, pfd[0], NULL), -ENOTSOCK);
+	assert_int_equal(sheaf_listen_fd(loop, -1, NULL), -EBADF);
+	assert_int_equal(close(udp), 0);
+	assert_int_equal(close(tcp), 0);
+	assert_int_equal(close(pfd[0]), 0);
+	assert_int_equal(close(pfd[1]), 0);
+}
+
+static void listen_fd(void **state)
+{
+	struct lf lf = { 0 };
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = lf_accept };
+	struct sheaf_loop_config cfg;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	struct pollfd pfd;
+	int lfd, copy, cfd, afd;
+	struct fx fx;
+
+	fx_init(&fx, state, &lf);
+	lf.fx = &fx;
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+	fx.addr = a;
+	cfg = fx_config(&fx);
+	fx_loop(&fx, &cfg, &cb);
+	lf_refused(fx.loop);
+	copy = fcntl(lfd, F_DUPFD, 0);
+	assert_int_equal(sheaf_listen_fd(fx.loop, copy, &lf.marker), copy);
+	assert_true(fcntl(copy, F_GETFD) & FD_CLOEXEC);
+	fx_timer(&fx, 0, 0, lf_connect, &lf);
+	fx_run(&fx);
+	fx_free(&fx);
+	fx_assert(&fx);
+	assert_int_equal(lf.accepted, 2);
+	assert_int_equal(lf.wrong_data, 0);
+	assert_int_equal(fcntl(copy, F_GETFD), -1); /* the loop closed its copy */
+	/* ours still listens: a client gets in, and we accept it */
+	cfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	pfd = (struct pollfd){ .fd = lfd, .events = POLLIN };
+	assert_int_equal(poll(&pfd, 1, 5000), 1);
+	afd = accept(lfd, NULL, NULL);
+	assert_true(afd >= 0);
+	close(afd);
+	close(cfd);
+	close(lfd);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static enum sheaf_io io_bundle = SHEAF_IO_BUNDLE, io_ring = SHEAF_IO_RING,
@@ -2658,6 +2755,7 @@ int main(int argc, char **argv)
 		ALL_MODES(stall)
 		ALL_MODES(soft_stop_echo)
 		ALL_MODES(soft_stop_cut)
+		ALL_MODES(listen_fd)
 		cmocka_unit_test(auto_mode),
 	};
 

@@ -565,34 +565,58 @@ static void pair_close(struct sheaf_conn *c, int err)
 		pair_end(p);
 }
 
-/* ---- the callbacks ------------------------------------------------------- */
+/* ---- the callbacks: pairs, and the metrics endpoint's connections ------ */
+
+static bool is_metrics(struct sheaf_conn *c)
+{
+	const uint8_t *kind = sheaf_conn_data(c);
+
+	return kind && *kind == KIND_SCRAPE;
+}
 
 static void on_accept(struct sheaf_conn *c, void *listen_data)
 {
-	pair_accept(c, listen_data);
+	if (*(uint8_t *)listen_data == KIND_METRICS)
+		metrics_accept(c, listen_data);
+	else
+		pair_accept(c, listen_data);
 }
 
 static void on_data(struct sheaf_conn *c, const struct sheaf_bundle *b)
 {
-	pair_data(c, b);
+	if (is_metrics(c))
+		metrics_data(c, b);
+	else
+		pair_data(c, b);
 }
 
 static void on_eof(struct sheaf_conn *c)
 {
-	pair_eof(c);
+	if (is_metrics(c))
+		metrics_eof(c);
+	else
+		pair_eof(c);
 }
 
 static void on_writable(struct sheaf_conn *c)
 {
-	struct pair *p = sheaf_conn_data(c);
+	struct pair *p;
 
+	if (is_metrics(c)) {
+		metrics_writable(c);
+		return;
+	}
+	p = sheaf_conn_data(c);
 	if (p && p->client && p->up == c)
 		start_pair(p);
 }
 
 static void on_close(struct sheaf_conn *c, int err)
 {
-	pair_close(c, err);
+	if (is_metrics(c))
+		metrics_close(c, err);
+	else
+		pair_close(c, err);
 }
 
 /* ---- counters ----------------------------------------------------------- */
@@ -760,6 +784,16 @@ static int setup_workers(struct proxy *px, struct sheaf_loop_config *cfg)
 		for (unsigned f = 0; f < px->nfe; f++)
 			if (listen_frontend(&px->fe[f], w))
 				return 1;
+	}
+	if (px->have_metrics) {
+		int fd = metrics_init(px);
+
+		if (!fd)
+			fd = metrics_listen(px, px->w[0].loop);
+		if (fd < 0) {
+			say("proxy", "metrics %s: %s", px->metrics_addr.text, strerror(-fd));
+			return 1;
+		}
 	}
 	return 0;
 }
@@ -1063,7 +1097,7 @@ static int loop_config(struct proxy *px, struct sheaf_loop_config *cfg)
 	cfg->stall_timeout_ms = px->stall_timeout_ms;
 	cfg->drain_timeout_ms = px->drain_timeout_ms;
 	cfg->soft_stop = 1; /* SIGTERM lets connections finish, up to the drain timeout */
-	if (pp) /* ~1 MiB for headers and early bytes */
+	if (pp || px->have_metrics) /* ~1 MiB for headers, early bytes, metrics */
 		for (cfg->write_bufs = 64; cfg->write_bufs < 16384 &&
 		     (uint64_t)cfg->write_bufs * cfg->buf_size < (1u << 20);)
 			cfg->write_bufs *= 2;
@@ -1083,6 +1117,9 @@ static void print_listening(struct proxy *px, const struct sheaf_loop_config *cf
 		       px->threads, balance_name(fe->up.balance), fe->up.u[0].a.text,
 		       fe->up.n > 1 ? ",..." : "", fe->fd == -2 ? ", socket from systemd" : "");
 	}
+	if (px->have_metrics)
+		printf("sheaf proxy: metrics at http://%s/metrics%s\n", px->metrics_addr.text,
+		       px->metrics_fd == -2 ? " (socket from systemd)" : "");
 }
 
 static int check_only(struct proxy *px)
@@ -1102,6 +1139,7 @@ static void free_all(struct proxy *px, unsigned ups)
 	for (uint32_t i = 0; px->w && i < px->nw; i++)
 		sheaf_loop_free(px->w[i].loop);
 	free(px->w);
+	metrics_free(px);
 	for (unsigned i = 0; i < ups; i++)
 		ups_free(&px->fe[i].up);
 }

@@ -33,10 +33,10 @@ static void addr_text(const struct sockaddr *sa, char *out, size_t len)
 	}
 }
 
-/* Whole milliseconds from a to b (now_sec clock); -1 when a is 0: never. */
+/* Whole milliseconds from a to b (now_sec clock); -1 when b is 0: never. */
 static long long ms_between(double a, double b)
 {
-	return a ? (long long)((b - a) * 1000.0) : -1;
+	return b ? (long long)((b - a) * 1000.0) : -1;
 }
 
 double wall_sec(void)

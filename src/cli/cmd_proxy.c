@@ -743,7 +743,7 @@ static int listen_frontend(struct frontend *fe, struct worker *w)
 		if (fd < 0 && own >= 0 && own != fe->fd)
 			close(own);
 		if (fd >= 0 && !w->idx)
-			fe->fd = -2; /* the first loop owns it now */
+			fe->adopted = true; /* the first loop owns it now */
 	} else {
 		fd = sheaf_listen(w->loop, (const struct sockaddr *)&fe->listen.ss,
 				  fe->listen.len, fe);
@@ -757,6 +757,50 @@ static int listen_frontend(struct frontend *fe, struct worker *w)
 	if (!w->idx)
 		addr_bound(fd, &fe->listen); /* port 0: the others take the same */
 	return 0;
+}
+
+/*
+ * systemd socket activation: each passed socket goes to the frontend named
+ * like it (FileDescriptorName=), or to --metrics for "metrics", else to the
+ * one listening on its address (sd_fd_matches); one for none is closed
+ * with a warning. Frontends without one bind their own.
+ */
+static void adopt_sockets(struct proxy *px)
+{
+	int fds[MAX_FRONTENDS + 1];
+	char names[MAX_FRONTENDS + 1][64];
+	int n = sd_listen_fds(fds, names, MAX_FRONTENDS + 1);
+
+	for (int i = 0; i < n && i <= MAX_FRONTENDS; i++) {
+		struct frontend *fe = NULL;
+		struct addr a;
+		bool metrics = px->have_metrics && px->metrics_fd < 0 &&
+			       !strcmp(names[i], "metrics");
+
+		for (unsigned f = 0; f < px->nfe && !fe && !metrics; f++)
+			if (px->fe[f].fd < 0 && !strcmp(names[i], px->fe[f].name))
+				fe = &px->fe[f];
+		for (unsigned f = 0; f < px->nfe && !fe && !metrics; f++)
+			if (px->fe[f].fd < 0 && sd_fd_matches(fds[i], &px->fe[f].listen))
+				fe = &px->fe[f];
+		if (!fe && !metrics && px->have_metrics && px->metrics_fd < 0)
+			metrics = sd_fd_matches(fds[i], &px->metrics_addr);
+		if (fe) {
+			fe->fd = fds[i];
+		} else if (metrics) {
+			px->metrics_fd = fds[i];
+		} else {
+			snprintf(a.text, sizeof(a.text), "?");
+			addr_bound(fds[i], &a);
+			say("proxy", "LISTEN_FDS: fd %d (%s%s%s) is for no frontend: closed", fds[i],
+			    a.text, names[i][0] ? ", " : "", names[i]);
+			close(fds[i]);
+		}
+	}
+	for (int i = MAX_FRONTENDS + 1; i < n; i++) {
+		say("proxy", "LISTEN_FDS: fd %d: more sockets than frontends: closed", 3 + i);
+		close(3 + i);
+	}
 }
 
 /* Creates the loops and their listeners. */
@@ -1007,6 +1051,18 @@ static void checks_for(struct main_ctx *m)
 	free(k);
 }
 
+/* systemd (Type=notify): a failure to tell it is said once, never fatal. */
+static void notify(const char *msg)
+{
+	static bool said;
+	int ret = sd_notify(msg);
+
+	if (ret && !said) {
+		said = true;
+		say("proxy", "NOTIFY_SOCKET=%s: %s", getenv("NOTIFY_SOCKET"), strerror(-ret));
+	}
+}
+
 /* Runs the workers until SIGINT/SIGTERM (or one fails), then stops them;
  * checks the upstreams meanwhile when asked to. */
 static void run_workers(struct proxy *px)
@@ -1029,6 +1085,7 @@ static void run_workers(struct proxy *px)
 	}
 	for (uint32_t i = 0; i < px->nw; i++)
 		px->w[i].started = !pthread_create(&px->w[i].tid, NULL, worker_main, &px->w[i]);
+	notify("READY=1\nSTATUS=listening");
 	if (px->check_interval_ms) {
 		checks_for(&m);
 	} else {
@@ -1039,6 +1096,7 @@ static void run_workers(struct proxy *px)
 	}
 	close(m.sfd);
 	atomic_store(&px->stopping, true);
+	notify("STOPPING=1\nSTATUS=draining");
 	/* sheaf_loop_stop wakes each loop itself */
 	for (uint32_t i = 0; i < px->nw; i++)
 		sheaf_loop_stop(px->w[i].loop);
@@ -1115,11 +1173,11 @@ static void print_listening(struct proxy *px, const struct sheaf_loop_config *cf
 		       fe->line ? "frontend " : "", fe->line ? fe->name : "",
 		       fe->line ? ", " : "", sheaf_io_name(cfg->io), cfg->buf_size, cfg->nbufs,
 		       px->threads, balance_name(fe->up.balance), fe->up.u[0].a.text,
-		       fe->up.n > 1 ? ",..." : "", fe->fd == -2 ? ", socket from systemd" : "");
+		       fe->up.n > 1 ? ",..." : "", fe->adopted ? ", socket from systemd" : "");
 	}
 	if (px->have_metrics)
 		printf("sheaf proxy: metrics at http://%s/metrics%s\n", px->metrics_addr.text,
-		       px->metrics_fd == -2 ? " (socket from systemd)" : "");
+		       px->metrics_adopted ? " (socket from systemd)" : "");
 }
 
 static int check_only(struct proxy *px)
@@ -1170,6 +1228,7 @@ int cmd_proxy(int argc, char **argv)
 	px.start_wall = time(NULL);
 	px.nw = px.threads;
 	px.w = calloc(px.nw, sizeof(*px.w));
+	adopt_sockets(&px);
 	if (!px.w || setup_workers(&px, &cfg)) {
 		free_all(&px, ups);
 		return 1;

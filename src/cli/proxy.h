@@ -47,6 +47,7 @@ struct frontend {
 	uint32_t header_timeout_ms;
 	atomic_ullong pp_malformed, pp_oversized, pp_late; /* --accept-proxy refusals */
 	int fd;                      /* socket activation: the passed socket, or -1 */
+	bool adopted;                /* loop 0 listens on fd (and owns it) */
 	struct proxy *px;
 };
 
@@ -95,6 +96,7 @@ struct proxy {
 	struct addr metrics_addr;
 	bool have_metrics;
 	int metrics_fd;              /* socket activation, or -1 */
+	bool metrics_adopted;        /* loop 0 listens on metrics_fd */
 	const char *config;          /* --config FILE, or NULL */
 	bool check_only;             /* --check */
 	/* at run time */

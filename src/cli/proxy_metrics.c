@@ -96,8 +96,7 @@ int metrics_listen(struct proxy *px, struct sheaf_loop *loop0)
 			      px->metrics_addr.len, px->m);
 
 	if (fd >= 0) {
-		if (px->metrics_fd >= 0)
-			px->metrics_fd = -2; /* the loop owns it now */
+		px->metrics_adopted = px->metrics_fd >= 0; /* the loop owns it now */
 		addr_bound(fd, &px->metrics_addr);
 	}
 	return fd;

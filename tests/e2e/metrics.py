@@ -25,6 +25,7 @@ import threading
 import time
 
 SHEAF = os.environ["SHEAF"]
+TMP = tempfile.mkdtemp(prefix="sheaf-e2e-metrics.")
 failed = 0
 procs = []
 
@@ -40,7 +41,7 @@ def result(name, ok, why=""):
 
 def start(args, pattern, stream="stdout"):
     """Starts sheaf ARGS; waits for a line matching pattern; (proc, match, log)."""
-    log = tempfile.NamedTemporaryFile("w+", prefix="metrics.", delete=False)
+    log = tempfile.NamedTemporaryFile("w+", prefix="log.", dir=TMP, delete=False)
     p = subprocess.Popen([SHEAF] + args, stdout=log if stream == "stdout" else subprocess.DEVNULL,
                          stderr=log if stream == "stderr" else subprocess.DEVNULL)
     procs.append(p)
@@ -303,3 +304,4 @@ if __name__ == "__main__":
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        shutil.rmtree(TMP, ignore_errors=True)

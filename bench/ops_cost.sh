@@ -9,10 +9,11 @@
 # rate). The proxy's CPU time (utime + stime from /proc/PID/stat, all
 # threads) is read once it listens and again once every pair has closed (so
 # the 1,000 log lines are in), and reported per 100,000 transactions. Runs
-# alternate off/on (the order flips every round); the result is the median
-# of each and their difference. Env: SHEAF (binary, default build/sheaf),
-# BASE (a second binary to compare, as "base", e.g. an older build: its
-# plain runs interleave with the others).
+# interleave (each round one of each kind, the order rotating from round to
+# round, so none is always first); the result is the median of each kind
+# and their difference. Env: SHEAF (binary, default build/sheaf), BASE (a
+# second binary to compare, as "base", e.g. an older build: its plain runs
+# interleave with the others).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROUNDS=${1:-7}
@@ -91,8 +92,10 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 echo "# ops_cost: $REQS transactions of 64 B over $CONNS connections per run, $ROUNDS rounds," \
 	"$(uname -r), $(nproc) CPUs; proxy CPU in ms per 100k transactions"
 for r in $(seq 1 "$ROUNDS"); do
-	if [ $((r % 2)) -eq 1 ]; then order="off on"; else order="on off"; fi
-	[ -n "$BASE" ] && order="base $order"
+	kinds=(off on)
+	[ -n "$BASE" ] && kinds=(base off on)
+	s=$(((r - 1) % ${#kinds[@]}))
+	order="${kinds[*]:$s} ${kinds[*]:0:$s}"
 	line="round $r:"
 	for k in $order; do
 		if [ "$k" = base ]; then t=$(run off "$BASE"); else t=$(run "$k" "$SHEAF"); fi

@@ -109,6 +109,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD   := build-fuzz
 FUZZ_CFLAGS  := -g -O1 -std=gnu11 -Wall -Wextra $(WERROR) -Wno-unused-parameter \
+                -Wno-missing-field-initializers \
                 -fsanitize=address,undefined -fno-sanitize-recover=all \
                 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Isrc/lib -Isrc/cli -MMD -MP
 FUZZ_SRC     := $(wildcard fuzz/fuzz_*.c)

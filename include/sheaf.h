@@ -24,8 +24,8 @@ extern "C" {
 
 /*
  * Structs the caller allocates (struct sheaf_probe, sheaf_loop_config,
- * sheaf_callbacks, sheaf_stats) begin with `size`: the caller sets it to
- * sizeof the struct as it was compiled, and the library reads or writes
+ * sheaf_callbacks, sheaf_stats, sheaf_conn_info) begin with `size`: the
+ * caller sets it to sizeof the struct as it was compiled, and the library reads or writes
  * only that many bytes. Fields are only ever added at the end, so a program
  * built against an older sheaf.h keeps working with a newer libsheaf.so.0.
  * A size smaller than the first version of the struct is -EINVAL.
@@ -156,6 +156,14 @@ struct sheaf_loop_config {
 			       * and new clients wait in the kernel's backlog until
 			       * one closes; 0 = max_conns */
 	uint32_t backlog;     /* listen(2) backlog; 0 = 4096 */
+	uint32_t drain_timeout_ms; /* how long a stop (sheaf_loop_stop) may take:
+				    * connections still open then are reset;
+				    * 0 = 2000 */
+	int soft_stop;        /* a stop closes only the listeners: connections go
+			       * on (receiving, connecting) until they end or the
+			       * program closes them, up to drain_timeout_ms.
+			       * 0: it closes every connection at once, and each
+			       * sends what it has queued first */
 };
 
 /* Limits for the configuration above. */
@@ -166,7 +174,8 @@ struct sheaf_loop_config {
 /*
  * Fills *cfg with the defaults and sets cfg->size: io auto, 4 KiB buffers,
  * 2048 receive buffers, 256 write buffers, 1024 connections, TCP_NODELAY on,
- * a 5 s connect timeout, a 30 s stall timeout, no idle timeout. Any thread.
+ * a 5 s connect timeout, a 30 s stall timeout, no idle timeout, a stop that
+ * closes connections at once and takes at most 2 s. Any thread.
  */
 void sheaf_loop_config_init(struct sheaf_loop_config *cfg);
 
@@ -205,9 +214,11 @@ void *sheaf_loop_data(struct sheaf_loop *loop);
  */
 int sheaf_loop_run(struct sheaf_loop *loop);
 /*
- * Graceful stop: close listeners, let queued data drain (at most 2 s),
- * then close all connections; sheaf_loop_run returns after that. Any thread,
- * and async-signal-safe: it wakes the loop itself.
+ * Graceful stop: close listeners; then close every connection once its
+ * queued data is sent, or (soft_stop) let connections run until they end;
+ * those still open drain_timeout_ms (default 2 s) after the stop are reset.
+ * sheaf_loop_run returns once every connection is closed. Any thread, and
+ * async-signal-safe: it wakes the loop itself.
  */
 void sheaf_loop_stop(struct sheaf_loop *loop);
 /* Makes sheaf_loop_run return as soon as possible (connections stay open).
@@ -251,9 +262,22 @@ int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
 		 socklen_t len, void *listen_data);
 
 /*
+ * Listens on fd, a stream socket bound and listening already (passed by
+ * systemd's socket activation, or inherited): as sheaf_listen, without the
+ * socket, bind and listen. On success the loop owns fd, sets FD_CLOEXEC on
+ * it (and O_NONBLOCK in the epoll mode) and closes it when freed; stopping
+ * never shuts the socket down, so a copy held elsewhere (systemd's) keeps
+ * listening. Returns fd, or -errno: -ENOSPC after 8 listeners, -EINVAL
+ * when fd is a socket but not a listening stream one, -ENOTSOCK, -EBADF;
+ * then fd is still the caller's. Loop thread, or before the loop first runs.
+ */
+int sheaf_listen_fd(struct sheaf_loop *loop, int fd, void *listen_data);
+
+/*
  * Starts connecting to addr (copied); on_connect reports the result
  * (-ETIMEDOUT after connect_timeout_ms). Returns the connection, or NULL
- * with *err: -EMFILE (no free slot, or stopping), -EINVAL, or socket()'s
+ * with *err: -EMFILE (no free slot, or stopping: with soft_stop, once the
+ * drain ended), -EINVAL, or socket()'s
  * error; then neither on_connect nor on_close is called. Data may be written to a
  * connection that is still connecting: it is sent once connected. Loop
  * thread.
@@ -351,14 +375,40 @@ struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
  * until on_close: the socket is closed before that callback. Loop thread. */
 int sheaf_conn_fd(const struct sheaf_conn *c);
 
+/* What the library counted for one connection (sheaf_conn_info). */
+struct sheaf_conn_info {
+	uint32_t size;      /* sizeof(struct sheaf_conn_info), set by the caller */
+	uint32_t flags;     /* SHEAF_CONN_* below */
+	uint64_t bytes_in;  /* bytes received on it */
+	uint64_t bytes_out; /* bytes sent on it (taken by the kernel) */
+};
+#define SHEAF_CONN_ACCEPTED    0x1u /* from a listener (else from sheaf_connect) */
+#define SHEAF_CONN_PEER_FAILED 0x2u /* its error is not its own: it was reset
+				      * because the connection linked to it
+				      * failed (sheaf_conn_link) */
+
+/*
+ * Fills info->size bytes of *info with what the library counted for c. Valid
+ * from on_accept (or sheaf_connect) until on_close returns, on_close
+ * included. 0, or -EINVAL (info->size smaller than the first version).
+ * Loop thread.
+ */
+int sheaf_conn_info(const struct sheaf_conn *c, struct sheaf_conn_info *info);
+
 /*
  * Statistics of one loop (sheaf_loop_stats). Each field is named once, in
  * the lists below; X(name) is applied to each, so users can generate code
  * for every field (see struct sheaf_stats). Loops are independent: the
  * totals of several are the sums of their fields, gauges included.
  */
-/* Counters (uint64_t): events since the loop was created. */
-#define SHEAF_STATS_COUNTERS(X) \
+/*
+ * Counters (uint64_t): events since the loop was created. SHEAF_STATS_COUNTERS
+ * names them all; in the struct, those added after its first version
+ * (SHEAF_STATS_COUNTERS_V1) follow the gauges, since fields are only ever
+ * added at the end.
+ */
+#define SHEAF_STATS_COUNTERS(X) SHEAF_STATS_COUNTERS_V0(X) SHEAF_STATS_COUNTERS_V1(X)
+#define SHEAF_STATS_COUNTERS_V0(X) \
 	X(accepted)        /* connections accepted */ \
 	X(rejected)        /* accepted, then closed at once (stopping) */ \
 	X(accept_pauses)   /* listeners stopped at accept_max or out of slots or \
@@ -384,6 +434,25 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 			      did not match ours */ \
 	X(idle_closed)     /* connections closed by idle_timeout_ms */ \
 	X(stall_closed)    /* connections closed by stall_timeout_ms */
+#define SHEAF_STATS_COUNTERS_V1(X) \
+	X(enters)          /* calls into the kernel to submit and wait: \
+			      io_uring_enter (epoll: epoll_wait) */ \
+	SHEAF_STATS_HIST(X, recv) /* receive completions with data, by \
+				     the buffers each filled */ \
+	SHEAF_STATS_HIST(X, send) /* send completions (send_cqes), by the \
+				     buffers each sent in full */
+/*
+ * A histogram in power-of-two buckets: OP_hist_N counts the completions
+ * that moved more than N/2 and at most N buffers (OP_hist_1: one or none),
+ * OP_hist_more those that moved more than 256. The sum of a
+ * histogram's buckets is recv_cqes (send_cqes); their buffers, recv_bufs
+ * (send_bufs).
+ */
+#define SHEAF_STATS_HIST(X, op) \
+	X(op##_hist_1) X(op##_hist_2) X(op##_hist_4) X(op##_hist_8) X(op##_hist_16) \
+	X(op##_hist_32) X(op##_hist_64) X(op##_hist_128) X(op##_hist_256) \
+	X(op##_hist_more)
+#define SHEAF_STATS_HIST_BUCKETS 10
 /* Gauges (uint32_t): the state when sheaf_loop_stats is called. */
 #define SHEAF_STATS_GAUGES(X) \
 	X(pool_bufs)       /* buffers in the pools (receive and write) */ \
@@ -395,8 +464,9 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 #define SHEAF__STATS_U32(name) uint32_t name;
 struct sheaf_stats {
 	uint32_t size; /* sizeof(struct sheaf_stats), set by the caller */
-	SHEAF_STATS_COUNTERS(SHEAF__STATS_U64)
+	SHEAF_STATS_COUNTERS_V0(SHEAF__STATS_U64)
 	SHEAF_STATS_GAUGES(SHEAF__STATS_U32)
+	SHEAF_STATS_COUNTERS_V1(SHEAF__STATS_U64)
 };
 #undef SHEAF__STATS_U64
 #undef SHEAF__STATS_U32

@@ -4,6 +4,7 @@
  * public connection API.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <sys/types.h>
 #include <netinet/tcp.h>
@@ -199,8 +200,10 @@ static void unlink_peer(struct sheaf_conn *c)
 	c->peer = NULL;
 	if (p->peer == c) {
 		p->peer = NULL;
-		if (c->err && !p->err)
+		if (c->err && !p->err) {
 			p->err = -ECONNRESET;
+			p->peer_failed = true;
+		}
 		sheaf_conn_close(p);
 	}
 }
@@ -371,6 +374,8 @@ static void on_recv(struct sheaf_conn *c, const struct sheaf__event *ev)
 	}
 	if (ev->res > 0 && (ev->flags & IORING_CQE_F_BUFFER)) {
 		n = sheaf__recv_map(l, c->dir, ev);
+		if (n >= 0)
+			c->bytes_in += (uint32_t)ev->res;
 		if (n < 0)
 			sheaf__conn_abort(c, n);
 		else if (c->state == SHEAF__OPEN)
@@ -438,7 +443,9 @@ static void on_send(struct sheaf_conn *c, const struct sheaf__event *ev)
 	}
 	ret = l->be->send_done(c, ev, l->bids, &n);
 	l->st.bytes_out += before - c->q.bytes;
+	c->bytes_out += before - c->q.bytes;
 	l->st.send_bufs += (uint32_t)n;
+	l->hist[SHEAF__HIST_SEND][sheaf__hist_bucket((uint32_t)n)]++;
 	if (before != c->q.bytes)
 		c->active = c->sent_at = l->now;
 	while (n)
@@ -503,7 +510,9 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *l, const struct sockaddr *ad
 		*err = -errno;
 		return NULL;
 	}
-	c = l->stopping ? NULL : sheaf__conn_new(l, fd, SHEAF__DIR_OUT);
+	/* a soft stop lets connections go on, and connect, until its end */
+	c = l->stopping && (!l->cfg.soft_stop || l->drained) ? NULL :
+	    sheaf__conn_new(l, fd, SHEAF__DIR_OUT);
 	if (!c) {
 		close(fd);
 		*err = -EMFILE;
@@ -781,6 +790,22 @@ void sheaf_buf_put(struct sheaf_loop *l, void *buf)
 }
 
 int sheaf_conn_fd(const struct sheaf_conn *c) { return c->fd; }
+
+int sheaf_conn_info(const struct sheaf_conn *c, struct sheaf_conn_info *out)
+{
+	struct sheaf_conn_info i = { .size = sizeof(i) };
+
+	if (out->size < offsetof(struct sheaf_conn_info, bytes_out) + sizeof(i.bytes_out))
+		return -EINVAL;
+	i.flags = (c->dir == SHEAF__DIR_IN ? SHEAF_CONN_ACCEPTED : 0) |
+		  (c->peer_failed ? SHEAF_CONN_PEER_FAILED : 0);
+	i.bytes_in = c->bytes_in;
+	i.bytes_out = c->bytes_out;
+	if (out->size < i.size)
+		i.size = out->size;
+	memcpy(out, &i, i.size);
+	return 0;
+}
 void *sheaf_conn_data(const struct sheaf_conn *c) { return c->data; }
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data) { c->data = data; }
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c) { return c->loop; }

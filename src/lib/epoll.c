@@ -136,9 +136,13 @@ static void ep_pause(struct sheaf_loop *l, unsigned i)
 	epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_DEL, l->listen[i].fd, NULL);
 }
 
+/* For good: new clients are refused from now on, as with io_uring; but a
+ * socket another process listens on too (sheaf_listen_fd) goes on listening. */
 static void ep_unlisten(struct sheaf_loop *l, unsigned i)
 {
 	epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_DEL, l->listen[i].fd, NULL);
+	if (!l->listen[i].adopted)
+		shutdown(l->listen[i].fd, SHUT_RDWR);
 	l->listen[i].armed = false; /* nothing in flight to report it */
 }
 
@@ -347,6 +351,7 @@ static int ep_wait(struct sheaf_loop *l, int timeout_ms,
 	 * what closed, re-arm waiters) before it may sleep */
 	bool fired = fire_queued(l, fire);
 
+	l->st.enters++;
 	n = epoll_wait(ep_of(l)->epfd, ev, 256, fired || ep_of(l)->nev ? 0 : timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;

@@ -4,6 +4,7 @@
  * It knows the backend only through backend.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 
 #include "backend.h"
 
-#define DRAIN_SECONDS 2.0
+#define DRAIN_MS 2000u /* drain_timeout_ms 0 */
 #define RELISTEN_SECONDS 0.05 /* out of descriptors: try accepting again then */
 #define HOLD_BYTES (256u * 1024) /* what one queue may hold, at most */
 
@@ -34,6 +35,7 @@ void sheaf_loop_config_init(struct sheaf_loop_config *cfg)
 	cfg->nodelay = 1;
 	cfg->connect_timeout_ms = 5000;
 	cfg->stall_timeout_ms = 30000;
+	cfg->drain_timeout_ms = DRAIN_MS;
 }
 
 /* A copy of the caller's struct of `size` bytes (its first field), zero
@@ -195,6 +197,20 @@ void *sheaf_loop_data(struct sheaf_loop *l) { return l->data; }
 
 /* ---- listeners -------------------------------------------------------- */
 
+/* Listener i = nlisten on a listening socket; fd or -errno (fd not closed). */
+static int listen_add(struct sheaf_loop *l, int fd, void *data, bool adopted)
+{
+	int ret;
+
+	l->listen[l->nlisten] = (struct sheaf__listener){ .fd = fd, .data = data,
+							  .adopted = adopted };
+	ret = l->be->listen(l, l->nlisten);
+	if (ret)
+		return ret;
+	l->listen[l->nlisten++].armed = true;
+	return fd;
+}
+
 int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 		 socklen_t len, void *listen_data)
 {
@@ -213,14 +229,27 @@ int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 		close(fd);
 		return ret;
 	}
-	l->listen[l->nlisten] = (struct sheaf__listener){ .fd = fd, .data = listen_data };
-	ret = l->be->listen(l, l->nlisten);
-	if (ret) {
+	ret = listen_add(l, fd, listen_data, false);
+	if (ret < 0)
 		close(fd);
-		return ret;
-	}
-	l->listen[l->nlisten++].armed = true;
-	return fd;
+	return ret;
+}
+
+int sheaf_listen_fd(struct sheaf_loop *l, int fd, void *listen_data)
+{
+	int type = 0, listening = 0;
+	socklen_t tlen = sizeof(type), llen = sizeof(listening);
+
+	if (l->nlisten == SHEAF__MAX_LISTEN)
+		return -ENOSPC;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &llen))
+		return -errno;
+	if (type != SOCK_STREAM || !listening)
+		return -EINVAL;
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC))
+		return -errno;
+	return listen_add(l, fd, listen_data, true);
 }
 
 /* No more accepts now: accept_max accepted connections are open, or no
@@ -321,9 +350,12 @@ static void begin_stop(struct sheaf_loop *l)
 		l->listen[i].paused = false;
 		l->be->unlisten(l, i);
 	}
+	l->drain_deadline = l->now + (l->cfg.drain_timeout_ms ? l->cfg.drain_timeout_ms :
+				      DRAIN_MS) / 1000.0;
+	if (l->cfg.soft_stop)
+		return; /* connections go on, timeouts included */
 	for (uint32_t i = 0; i < l->cfg.max_conns; i++)
 		sheaf_conn_close(&l->conns[i]);
-	l->drain_deadline = l->now + DRAIN_SECONDS;
 	l->next_sweep = l->next_stall = 0;
 }
 
@@ -409,7 +441,7 @@ static void sweep_arm(struct sheaf_loop *l)
 	double period = l->cfg.idle_timeout_ms / 4000.0;
 
 	/* idle connections are found within a quarter of the timeout */
-	if (l->cfg.idle_timeout_ms && !l->stopping)
+	if (l->cfg.idle_timeout_ms && (!l->stopping || l->cfg.soft_stop))
 		l->next_sweep = l->now + (period < 0.001 ? 0.001 : period);
 	else
 		l->next_sweep = 0;
@@ -419,7 +451,7 @@ static void stall_arm(struct sheaf_loop *l)
 {
 	double period = l->cfg.stall_timeout_ms / 4000.0;
 
-	if (l->cfg.stall_timeout_ms && !l->stopping)
+	if (l->cfg.stall_timeout_ms && (!l->stopping || l->cfg.soft_stop))
 		l->next_stall = l->now + (period < 0.001 ? 0.001 : period);
 	else
 		l->next_stall = 0;
@@ -470,6 +502,7 @@ static void run_timers(struct sheaf_loop *l)
 	sheaf__timers_run(l);
 	if (l->drain_deadline && l->drain_deadline <= l->now) {
 		l->drain_deadline = 0;
+		l->drained = true;
 		for (uint32_t i = 0; i < l->cfg.max_conns; i++)
 			sheaf__conn_abort(&l->conns[i], -ETIMEDOUT);
 	}
@@ -480,6 +513,8 @@ static void run_timers(struct sheaf_loop *l)
 static void fire(struct sheaf_loop *l, const struct sheaf__event *ev)
 {
 	switch (sheaf__ud_op(ev->ud)) {
+	case SHEAF__OP_NONE:
+		break;
 	case SHEAF__OP_ACCEPT:
 		on_accept(l, ev);
 		break;
@@ -546,6 +581,7 @@ void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *out)
 {
 	struct sheaf_stats s = l->st;
 	uint32_t size = out->size;
+	const uint64_t *h = &l->hist[0][0];
 
 	s.pool_bufs = s.pool_free = 0;
 	for (unsigned d = 0; d < SHEAF__POOLS; d++) {
@@ -555,6 +591,10 @@ void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *out)
 	}
 	s.conns = l->nconns;
 	s.sendrings = l->be->sendrings(l);
+#define HIST(name) s.name = *h++;
+	SHEAF_STATS_HIST(HIST, recv)
+	SHEAF_STATS_HIST(HIST, send)
+#undef HIST
 	s.size = size < sizeof(s) ? size : (uint32_t)sizeof(s);
 	memcpy(out, &s, s.size);
 }

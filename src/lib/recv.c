@@ -213,6 +213,7 @@ int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__even
 		l->bids[i] = SHEAF__GID(dir, l->bids[i]);
 	l->st.recv_cqes++;
 	l->st.recv_bufs += (uint32_t)n;
+	l->hist[SHEAF__HIST_RECV][sheaf__hist_bucket((uint32_t)n)]++;
 	l->st.bytes_in += (uint32_t)ev->res;
 	return n;
 }

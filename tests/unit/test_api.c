@@ -431,6 +431,7 @@ struct echo_conn {
 
 struct echo {
 	unsigned writables, pauses;
+	bool stopped; /* soft_stop_echo: the stop was asked for */
 };
 
 static void echo_accept(struct sheaf_conn *c, void *listen_data)
@@ -531,8 +532,16 @@ static void echo_eof(struct sheaf_conn *c)
 static void echo_close(struct sheaf_conn *c, int err)
 {
 	struct echo_conn *e = sheaf_conn_data(c);
+	struct sheaf_conn_info info = { .size = sizeof(info) }, v0 = { .size = 4 };
 
 	CHECK_EQ(fx_of(c), err, 0);
+	/* what it counted, still valid in on_close */
+	CHECK_EQ(fx_of(c), sheaf_conn_info(c, &info), 0);
+	CHECK_EQ(fx_of(c), info.size, sizeof(info));
+	CHECK_EQ(fx_of(c), info.flags, SHEAF_CONN_ACCEPTED);
+	CHECK_EQ(fx_of(c), info.bytes_in, ECHO_LEN);
+	CHECK_EQ(fx_of(c), info.bytes_out, ECHO_LEN);
+	CHECK_EQ(fx_of(c), sheaf_conn_info(c, &v0), -EINVAL);
 	if (e)
 		free(e->pend);
 	free(e);
@@ -585,6 +594,34 @@ static void *echo_peer(void *arg)
 	return NULL;
 }
 
+/* The histograms of buffers per completion add up: their buckets to the
+ * completions, and at least to the buffers (each bucket's least). */
+static void assert_hists(const struct sheaf_stats *st)
+{
+	const uint64_t recv[] = {
+#define V(name) st->name,
+		SHEAF_STATS_HIST(V, recv)
+	}, send[] = {
+		SHEAF_STATS_HIST(V, send)
+#undef V
+	};
+	uint64_t rn = 0, sn = 0, rmin = 0, smin = 0;
+
+	for (unsigned k = 0; k < SHEAF_STATS_HIST_BUCKETS; k++) {
+		uint64_t least = k ? (1ull << (k - 1)) + 1 : 0;
+
+		rn += recv[k];
+		sn += send[k];
+		rmin += recv[k] * (k ? least : 1);
+		smin += send[k] * least;
+	}
+	assert_int_equal(rn, st->recv_cqes);
+	assert_int_equal(sn, st->send_cqes);
+	assert_true(rmin <= st->recv_bufs);
+	assert_true(smin <= st->send_bufs);
+	assert_true(st->enters > 0);
+}
+
 static void echo(void **state)
 {
 	struct echo es = { 0 };
@@ -614,6 +651,7 @@ static void echo(void **state)
 	assert_int_equal(st.bytes_out, ECHO_LEN);
 	assert_int_equal(st.pool_free, st.pool_bufs);
 	assert_int_equal(st.conns, 0);
+	assert_hists(&st);
 	print_message("  echo %s: %u short writes, %u on_writable\n", sheaf_io_name(fx.io),
 		      es.pauses, es.writables);
 }
@@ -2438,6 +2476,256 @@ static void auto_mode(void **state)
 	assert_int_equal(after, before);
 }
 
+/* ---- 14. soft stop: connections finish, or are reset at drain_timeout_ms -- */
+
+/* The echo case, stopped at its first bundle: with soft_stop the stream
+ * still goes through whole, and the loop returns once it closed. */
+static void ss_echo_data(struct sheaf_conn *c, const struct sheaf_bundle *b)
+{
+	struct fx *fx = fx_of(c);
+	struct echo *es = fx->arg;
+
+	if (!es->stopped) {
+		es->stopped = true;
+		sheaf_loop_stop(fx->loop);
+	}
+	echo_data(c, b);
+}
+
+static void soft_stop_echo(void **state)
+{
+	struct echo es = { 0 };
+	struct peer p = { .seed = ECHO_SEED, .len = ECHO_LEN };
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = echo_accept,
+				      .on_data = ss_echo_data, .on_eof = echo_eof,
+				      .on_close = echo_close, .on_writable = echo_writable };
+	struct sheaf_loop_config cfg;
+	struct sheaf_stats st;
+	struct fx fx;
+
+	fx_init(&fx, state, &es);
+	cfg = fx_config(&fx);
+	cfg.queue_high = 16384;
+	cfg.soft_stop = 1;
+	cfg.drain_timeout_ms = 20000; /* longer than the case may take */
+	fx_loop(&fx, &cfg, &cb);
+	fx_listen(&fx);
+	peer_start(&p, &fx, echo_peer);
+	fx_run(&fx);
+	st = fx_stats(&fx);
+	fx_free(&fx);
+	peer_join(&p);
+	fx_assert(&fx);
+	peer_assert(&p);
+	assert_true(es.stopped);
+	assert_int_equal(p.got, ECHO_LEN);
+	assert_int_equal(st.bytes_out, ECHO_LEN);
+	assert_int_equal(st.pool_free, st.pool_bufs);
+}
+
+/*
+ * Connections that never end: a pair of the loop's own (connected to its
+ * listener) and, made during the soft stop, one to a listener nobody
+ * accepts on. All three are reset drain_timeout_ms after the stop.
+ */
+#define SS_DRAIN_MS 300
+
+struct ss {
+	struct fx *fx;
+	struct sockaddr_in quiet;  /* a listener that never accepts */
+	unsigned closed, timedout, connected;
+	bool late_ok;
+	double stop_at;
+};
+
+static void ss_accept(struct sheaf_conn *c, void *listen_data)
+{
+	CHECK_EQ(fx_of(c), sheaf_conn_start(c), 0);
+}
+
+static void ss_connect(struct sheaf_conn *c, int err)
+{
+	struct ss *ss = fx_of(c)->arg;
+
+	if (CHECK_EQ(ss->fx, err, 0))
+		ss->connected++;
+}
+
+static void ss_close(struct sheaf_conn *c, int err)
+{
+	struct ss *ss = fx_of(c)->arg;
+
+	ss->closed++;
+	ss->timedout += err == -ETIMEDOUT;
+}
+
+static void ss_first(struct sheaf_timer *t, void *arg)
+{
+	struct ss *ss = arg;
+	struct fx *fx = ss->fx;
+	int err = 0;
+
+	CHECK(fx, sheaf_connect(fx->loop, (struct sockaddr *)&fx->addr, sizeof(fx->addr),
+				NULL, &err) != NULL);
+}
+
+static void ss_stop(struct sheaf_timer *t, void *arg)
+{
+	struct ss *ss = arg;
+
+	ss->stop_at = now_s();
+	sheaf_loop_stop(ss->fx->loop);
+}
+
+/* During the stop: a soft stop still connects. */
+static void ss_late(struct sheaf_timer *t, void *arg)
+{
+	struct ss *ss = arg;
+	struct fx *fx = ss->fx;
+	int err = 0;
+
+	ss->late_ok = sheaf_connect(fx->loop, (struct sockaddr *)&ss->quiet, sizeof(ss->quiet),
+				    NULL, &err) != NULL;
+	CHECK_EQ(fx, err, 0);
+}
+
+static void soft_stop_cut(void **state)
+{
+	struct ss ss = { 0 };
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = ss_accept,
+				      .on_connect = ss_connect, .on_close = ss_close };
+	struct sheaf_loop_config cfg;
+	socklen_t len = sizeof(ss.quiet);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct fx fx;
+	double end;
+
+	ss.quiet = (struct sockaddr_in){ .sin_family = AF_INET,
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&ss.quiet, sizeof(ss.quiet)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&ss.quiet, &len), 0);
+	fx_init(&fx, state, &ss);
+	ss.fx = &fx;
+	cfg = fx_config(&fx);
+	cfg.soft_stop = 1;
+	cfg.drain_timeout_ms = SS_DRAIN_MS;
+	fx_loop(&fx, &cfg, &cb);
+	fx_listen(&fx);
+	fx_timer(&fx, 0, 0, ss_first, &ss);
+	fx_timer(&fx, 50, 0, ss_stop, &ss);
+	fx_timer(&fx, 100, 0, ss_late, &ss);
+	fx_run(&fx);
+	end = now_s();
+	fx_free(&fx);
+	close(lfd);
+	fx_assert(&fx);
+	assert_true(ss.late_ok);
+	assert_int_equal(ss.connected, 2);
+	assert_int_equal(ss.closed, 3);
+	assert_int_equal(ss.timedout, 3);
+	assert_true(end - ss.stop_at >= SS_DRAIN_MS / 1000.0 - 0.01);
+	assert_true(end - ss.stop_at < 3);
+}
+
+/* ---- 15. sheaf_listen_fd: a listening socket made elsewhere ---------------- */
+
+/*
+ * The loop accepts on a copy of a socket the test made (non-blocking, as
+ * some programs pass them); after the loop stopped and was freed, its copy
+ * is closed and the test's own still listens: the stop did not shut the
+ * socket down, as a socket systemd passes must outlive the service.
+ */
+struct lf {
+	struct fx *fx;
+	int marker;
+	unsigned accepted, wrong_data;
+};
+
+static void lf_accept(struct sheaf_conn *c, void *listen_data)
+{
+	struct lf *lf = fx_of(c)->arg;
+
+	lf->accepted++;
+	lf->wrong_data += listen_data != &lf->marker;
+	sheaf_conn_close(c);
+	if (lf->accepted == 2)
+		sheaf_loop_stop(lf->fx->loop);
+}
+
+static void lf_connect(struct sheaf_timer *t, void *arg)
+{
+	struct lf *lf = arg;
+	struct fx *fx = lf->fx;
+	int err = 0;
+
+	for (int i = 0; i < 2; i++)
+		CHECK(fx, sheaf_connect(fx->loop, (struct sockaddr *)&fx->addr, sizeof(fx->addr),
+					NULL, &err) != NULL);
+}
+
+/* The refusals: nothing is taken over, the descriptors stay the caller's. */
+static void lf_refused(struct sheaf_loop *loop)
+{
+	int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0);
+	int pfd[2];
+
+	assert_int_equal(pipe(pfd), 0);
+	assert_int_equal(sheaf_listen_fd(loop, udp, NULL), -EINVAL);
+	assert_int_equal(sheaf_listen_fd(loop, tcp, NULL), -EINVAL); /* not listening */
+	assert_int_equal(sheaf_listen_fd(loop, pfd[0], NULL), -ENOTSOCK);
+	assert_int_equal(sheaf_listen_fd(loop, -1, NULL), -EBADF);
+	assert_int_equal(close(udp), 0);
+	assert_int_equal(close(tcp), 0);
+	assert_int_equal(close(pfd[0]), 0);
+	assert_int_equal(close(pfd[1]), 0);
+}
+
+static void listen_fd(void **state)
+{
+	struct lf lf = { 0 };
+	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = lf_accept };
+	struct sheaf_loop_config cfg;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	struct pollfd pfd;
+	int lfd, copy, cfd, afd;
+	struct fx fx;
+
+	fx_init(&fx, state, &lf);
+	lf.fx = &fx;
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+	fx.addr = a;
+	cfg = fx_config(&fx);
+	fx_loop(&fx, &cfg, &cb);
+	lf_refused(fx.loop);
+	copy = fcntl(lfd, F_DUPFD, 0);
+	assert_int_equal(sheaf_listen_fd(fx.loop, copy, &lf.marker), copy);
+	assert_true(fcntl(copy, F_GETFD) & FD_CLOEXEC);
+	fx_timer(&fx, 0, 0, lf_connect, &lf);
+	fx_run(&fx);
+	fx_free(&fx);
+	fx_assert(&fx);
+	assert_int_equal(lf.accepted, 2);
+	assert_int_equal(lf.wrong_data, 0);
+	assert_int_equal(fcntl(copy, F_GETFD), -1); /* the loop closed its copy */
+	/* ours still listens: a client gets in, and we accept it */
+	cfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	pfd = (struct pollfd){ .fd = lfd, .events = POLLIN };
+	assert_int_equal(poll(&pfd, 1, 5000), 1);
+	afd = accept(lfd, NULL, NULL);
+	assert_true(afd >= 0);
+	close(afd);
+	close(cfd);
+	close(lfd);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static enum sheaf_io io_bundle = SHEAF_IO_BUNDLE, io_ring = SHEAF_IO_RING,
@@ -2465,6 +2753,9 @@ int main(int argc, char **argv)
 		ALL_MODES(pool_exhausted)
 		ALL_MODES(write_after_reset)
 		ALL_MODES(stall)
+		ALL_MODES(soft_stop_echo)
+		ALL_MODES(soft_stop_cut)
+		ALL_MODES(listen_fd)
 		cmocka_unit_test(auto_mode),
 	};
 

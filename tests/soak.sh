@@ -20,7 +20,7 @@
 #      robin; soak_faults.py upstream uploads and waits for the end;
 #      --idle-timeout 2000 must end every blackholed pair; 256 x 4K pool.
 #   D  upstream restarts: one upstream, `sink --echo` on a fixed port, not
-#      running when D starts; a controller starts it after 2 s, then kills
+#      running when D starts; a controller starts it after 3 s, then kills
 #      it (SIGKILL) every 2-5 s and restarts it 0.2-0.9 s later, while
 #      rounds of `source --echo --verify` run.  A round during which the
 #      upstream was down or restarted is "faulted" (it may fail; its bytes
@@ -284,12 +284,12 @@ d_sink() {
 	return 1
 }
 
-# lane_restart_ctl SINK_PORT END DIR: D's upstream: down for the first 2 s,
+# lane_restart_ctl SINK_PORT END DIR: D's upstream: down for the first 3 s,
 # then killed and restarted over and over; DIR/d.state says "GEN up|down".
 lane_restart_ctl() {
 	local up=$1 end=$2 d=$3 gen=0 restarts=0 spid i=0 sl
 	RANDOM=$((SEED * 7 + 3))
-	sleep 2
+	sleep 3
 	d_sink "$up" "$d" spid || { put "$d/results" "setup FAIL restart: sink on port $up: $(one_line "$d/d.sink.err")"; return; }
 	gen=1
 	echo "$gen up" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
@@ -361,7 +361,9 @@ lane_failover_rounds() {
 	RANDOM=$((SEED * 7 + 5))
 	while [ "$(now)" -lt "$end" ] && [ "$n" -lt 100000 ]; do
 		n=$((n + 1))
-		pick conns 1 2 4; pick bytes 256K 1M 4M
+		pick conns 1 2 4; pick bytes 64K 256K 1M 4M
+		# the first round small, to fit into the first upstream's first 3 s down
+		[ "$n" -gt 1 ] || conns=1 bytes=64K
 		s0=$(cat "$d/d.state")
 		run timeout 60 "$SHEAF" source --connect "127.0.0.1:$port" --conns "$conns" \
 			--bytes "$bytes" --verify --echo --json >"$d/e.src.out" 2>"$d/e.src.err"

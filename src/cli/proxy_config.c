@@ -138,10 +138,14 @@ static int set_addr(const char *val, struct addr *a, char *why, size_t len)
 {
 	int err = parse_addr(val, a);
 
+	/* the words of addr_opt (args.c) */
 	if (err == -ENOENT)
 		return why_of(why, len, "the host name does not resolve");
+	if (err == -ERANGE)
+		return why_of(why, len, "the port must be 0 to 65535");
 	if (err)
-		return why_of(why, len, "not a HOST:PORT address");
+		return why_of(why, len, "not a HOST:PORT address (HOST: IPv4, [IPv6] or a name; "
+			      "PORT: digits, 0 to 65535)");
 	return 0;
 }
 

@@ -79,13 +79,17 @@ static void on_data(struct sheaf_conn *c, const struct sheaf_bundle *b)
 		const char *p = b->iov[i].iov_base;
 		size_t len = b->iov[i].iov_len;
 		ssize_t n = cl->in ? 0 : consume(c, cl, p, len);
-		char *in = n < 0 ? NULL : realloc(cl->in, cl->in_len + len - (size_t)n);
+		char *in;
 
-		if (n < 0 || (!in && (size_t)n < len)) {
+		if (n < 0) {
 			sheaf_conn_close(c);
 			return;
 		}
 		if ((size_t)n < len) { /* keep the rest until there is room */
+			if (!(in = realloc(cl->in, cl->in_len + len - (size_t)n))) {
+				sheaf_conn_close(c);
+				return;
+			}
 			memcpy(in + cl->in_len, p + n, len - (size_t)n);
 			cl->in = in;
 			cl->in_len += len - (size_t)n;

@@ -79,7 +79,7 @@ start_example() {
 
 # stop_example NAME: SIGTERM; it must exit 0 (sanitizers report as errors)
 stop_example() {
-	stop $EX_PID 10 || fail "$1 exited with status $? ($(tail -3 "$E2E_TMP"/*.out))"
+	stop $EX_PID 10 || fail "$1 exited with status $? ($(tail -n 3 "$E2E_TMP"/*.out))"
 }
 
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }

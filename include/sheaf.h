@@ -339,7 +339,8 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
  * totals of several are the sums of their fields, gauges included.
  */
 /* Counters (uint64_t): events since the loop was created. */
-#define SHEAF_STATS_COUNTERS(X) \
+#define SHEAF_STATS_COUNTERS(X) SHEAF__STATS_COUNTERS_V0(X) SHEAF__STATS_COUNTERS_V1(X)
+#define SHEAF__STATS_COUNTERS_V0(X) \
 	X(accepted)        /* connections accepted */ \
 	X(rejected)        /* accepted, then closed at once (max_conns, stopping) */ \
 	X(connects)        /* outgoing connections started (sheaf_connect) */ \
@@ -363,6 +364,11 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 			      did not match ours */ \
 	X(idle_closed)     /* connections closed by idle_timeout_ms */ \
 	X(stall_closed)    /* connections closed by stall_timeout_ms */
+/* Counters added later: they follow the gauges in the struct, which only
+ * ever grows at its end. */
+#define SHEAF__STATS_COUNTERS_V1(X) \
+	X(enters)          /* calls into the kernel to submit or wait: \
+			      io_uring_enter, or epoll_wait */
 /* Gauges (uint32_t): the state when sheaf_loop_stats is called. */
 #define SHEAF_STATS_GAUGES(X) \
 	X(pool_bufs)       /* buffers in the pools (receive and write) */ \
@@ -374,8 +380,9 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 #define SHEAF__STATS_U32(name) uint32_t name;
 struct sheaf_stats {
 	uint32_t size; /* sizeof(struct sheaf_stats), set by the caller */
-	SHEAF_STATS_COUNTERS(SHEAF__STATS_U64)
+	SHEAF__STATS_COUNTERS_V0(SHEAF__STATS_U64)
 	SHEAF_STATS_GAUGES(SHEAF__STATS_U32)
+	SHEAF__STATS_COUNTERS_V1(SHEAF__STATS_U64)
 };
 #undef SHEAF__STATS_U64
 #undef SHEAF__STATS_U32

@@ -332,6 +332,7 @@ static int ep_wait(struct sheaf_loop *l, int timeout_ms,
 	 * what closed, re-arm waiters) before it may sleep */
 	bool fired = fire_queued(l, fire);
 
+	l->st.enters++;
 	n = epoll_wait(ep_of(l)->epfd, ev, 256, fired || ep_of(l)->nev ? 0 : timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;

@@ -177,6 +177,9 @@ static int uring_wait(struct sheaf_loop *l, int timeout_ms,
 
 	if (!u->enabled && (ret = enable(u)))
 		return ret;
+	/* liburing enters unless completions wait and nothing is to be submitted */
+	if (io_uring_sq_ready(&u->ring) || !io_uring_cq_ready(&u->ring))
+		l->st.enters++;
 	ret = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts,
 					       NULL);
 	if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)

@@ -139,8 +139,10 @@ static void send_chain(struct sheaf_conn *c, bool ring)
 	unsigned n = ring ? publish(c) :
 			    sheaf__sendq_take(l->pool, &c->q, iov, NULL, CHAIN_MAX);
 
-	if (io_uring_sq_space_left(r) < n)
+	if (io_uring_sq_space_left(r) < n) {
+		l->st.enters++;
 		io_uring_submit(r); /* a chain must not span two submits */
+	}
 	for (unsigned i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
 

@@ -81,6 +81,31 @@ static bool pause_if_full(struct sheaf_conn *c, bool was_paused)
 }
 
 /*
+ * How many buffers to ask for: what the budget allows, but no more than the
+ * receives so far suggest. The kernel maps a bundle's buffers for the whole
+ * length asked (peeking, and allocating an iovec for each) before it knows
+ * how much is pending (and allocates an iovec array for them), so a 64-byte
+ * request asked with a 64-buffer budget cost 65 mapped buffers. The size
+ * adapts much as Netty's receive allocator does: doubled after a receive
+ * that filled all it asked for (a stream reaches its budget in a few
+ * receives), else what the last one used (small requests: one buffer, which
+ * uring.c asks for without a bundle).
+ */
+static uint32_t want(const struct sheaf_conn *c, uint32_t budget)
+{
+	uint32_t w = c->rx_want ? c->rx_want : 1;
+
+	return w < budget ? w : budget;
+}
+
+static void resize(struct sheaf_conn *c, uint32_t got)
+{
+	uint32_t w = got >= c->rx_asked ? 2u * c->rx_asked : got;
+
+	c->rx_want = (uint16_t)(w > 512 ? 512 : w ? w : 1);
+}
+
+/*
  * Arms one receive on c unless it is armed, paused, done or its pool is too
  * low; a pool with fewer than rearm_min free buffers serves only one
  * receive at a time, so many connections do not race for a few buffers
@@ -106,7 +131,8 @@ void sheaf__recv_arm(struct sheaf_conn *c)
 	l->armed[c->dir]++;
 	l->st.recv_rearms++;
 	/* at least one buffer: an unpaused fan-in sender may be over budget */
-	l->be->recv(c, budget(c) ? budget(c) : 1);
+	c->rx_asked = (uint16_t)want(c, budget(c) ? budget(c) : 1);
+	l->be->recv(c, c->rx_asked);
 }
 
 /* c stops receiving (closing): cancel what is in flight. */
@@ -149,8 +175,10 @@ void sheaf__recv_rearm_waiters(struct sheaf_loop *l)
  * Returns the count, or -EPROTO when the mapping guard tripped: the bytes
  * are not delivered and receive bundles are switched off.
  */
-int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__event *ev)
+int sheaf__recv_map(struct sheaf_conn *c, const struct sheaf__event *ev)
 {
+	struct sheaf_loop *l = c->loop;
+	unsigned dir = c->dir;
 	struct sheaf__pool *p = &l->pool[dir];
 	uint16_t bid = (uint16_t)(ev->flags >> IORING_CQE_BUFFER_SHIFT);
 	int n = sheaf__bundle_map(p, bid, (uint32_t)ev->res, l->recv_bundle, l->bids);
@@ -160,6 +188,7 @@ int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__even
 		sheaf__bundle_resync(p, bid);
 		return n;
 	}
+	resize(c, (uint32_t)n);
 	for (int i = 0; i < n; i++)
 		l->bids[i] = SHEAF__GID(dir, l->bids[i]);
 	l->st.recv_cqes++;

@@ -87,9 +87,12 @@ static bool pause_if_full(struct sheaf_conn *c, bool was_paused)
  * how much is pending (and allocates an iovec array for them), so a 64-byte
  * request asked with a 64-buffer budget cost 65 mapped buffers. The size
  * adapts much as Netty's receive allocator does: doubled after a receive
- * that filled all it asked for (a stream reaches its budget in a few
- * receives), else what the last one used (small requests: one buffer, which
- * uring.c asks for without a bundle).
+ * that left data in the socket (a stream reaches its budget in a few
+ * receives), halved after one that used less than a quarter of what it
+ * asked for (small requests end at one buffer, which uring.c asks for
+ * without a bundle); a stream whose receives take most of what they ask
+ * keeps its size, as every receive more costs more than the buffers mapped
+ * in vain.
  */
 static uint32_t want(const struct sheaf_conn *c, uint32_t budget)
 {
@@ -98,9 +101,15 @@ static uint32_t want(const struct sheaf_conn *c, uint32_t budget)
 	return w < budget ? w : budget;
 }
 
-static void resize(struct sheaf_conn *c, uint32_t got)
+/* `more`: the receive left data in the socket (IORING_CQE_F_SOCK_NONEMPTY). */
+static void resize(struct sheaf_conn *c, uint32_t got, bool more)
 {
-	uint32_t w = got >= c->rx_asked ? 2u * c->rx_asked : got;
+	uint32_t w = c->rx_asked;
+
+	if (more)
+		w *= 2;
+	else if (got * 4 <= w)
+		w /= 2;
 
 	c->rx_want = (uint16_t)(w > 512 ? 512 : w ? w : 1);
 }
@@ -188,7 +197,7 @@ int sheaf__recv_map(struct sheaf_conn *c, const struct sheaf__event *ev)
 		sheaf__bundle_resync(p, bid);
 		return n;
 	}
-	resize(c, (uint32_t)n);
+	resize(c, (uint32_t)n, ev->flags & IORING_CQE_F_SOCK_NONEMPTY);
 	for (int i = 0; i < n; i++)
 		l->bids[i] = SHEAF__GID(dir, l->bids[i]);
 	l->st.recv_cqes++;

@@ -184,17 +184,18 @@ static void table(FILE *f, const struct bench_opts *o, const struct bench_cell *
 	}
 	if (md)
 		fprintf(f, "| mode | size | conns | runtime ms | Mbit/s | spread | %% link | CPU-s/GiB | "
-			   "enters/MiB | bufs/recv | bufs/send | speed-up |\n"
-			   "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+			   "Mbit/s x haproxy | CPU x haproxy | enters/MiB | bufs/recv | bufs/send | "
+			   "speed-up |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 	else
-		fprintf(f, "%-15s%s%7s%s%5s%s%10s%s%9s%s%6s%s%6s%s%9s%s%8s%s%9s%s%9s%s%8s\n", "mode",
-			sep, "size", sep, "conns", sep, "runtime_ms", sep, "Mbit/s", sep, "spread", sep,
-			"%link", sep, "CPU-s/GiB", sep, "ent/MiB", sep, "bufs/recv", sep, "bufs/send",
-			sep, "speed-up");
+		fprintf(f, "%-15s%s%7s%s%5s%s%10s%s%9s%s%6s%s%6s%s%9s%s%8s%s%8s%s%8s%s%9s%s%9s%s%8s\n",
+			"mode", sep, "size", sep, "conns", sep, "runtime_ms", sep, "Mbit/s", sep,
+			"spread", sep, "%link", sep, "CPU-s/GiB", sep, "mb_xhap", sep, "cpu_xhap", sep,
+			"ent/MiB", sep, "bufs/recv", sep, "bufs/send", sep, "speed-up");
 	for (unsigned i = 0; i < n; i++) {
 		const struct bench_cell *c = &cells[i], *base = ring_of(cells, n, c);
+		const struct bench_cell *h = haproxy_of(cells, n, c);
 		char link[16] = "-", speed[16] = "-", brecv[16] = "-", bsend[16] = "-";
-		char sp[16], ent[16] = "-";
+		char sp[16], ent[16] = "-", rm[16], rc[16];
 
 		if (o->link_mbps > 0)
 			snprintf(link, sizeof(link), "%.0f", c->mbps / o->link_mbps * 100);
@@ -206,10 +207,14 @@ static void table(FILE *f, const struct bench_opts *o, const struct bench_cell *
 			snprintf(bsend, sizeof(bsend), "%.1f", c->bsend);
 			snprintf(ent, sizeof(ent), "%.1f", c->enters_per);
 		}
-		fprintf(f, md ? "| %s | %u | %u | %.0f | %.1f | ±%s | %s | %.2f | %s | %s | %s | %s |\n" :
-				"%-15s  %7u  %5u  %10.0f  %9.1f  %6s  %6s  %9.2f  %8s  %9s  %9s  %8s\n",
-			c->name, c->size, c->conns, c->secs * 1000, c->mbps, sp, link, c->cpu_gib, ent,
-			brecv, bsend, speed);
+		fmt_ratio(rm, sizeof(rm), paired(c, h, offsetof(struct bench_run, mbps)));
+		fmt_ratio(rc, sizeof(rc), paired(c, h, offsetof(struct bench_run, cpu_per)));
+		fprintf(f, md ? "| %s | %u | %u | %.0f | %.1f | ±%s | %s | %.2f | %s | %s | %s | %s | %s "
+				"| %s |\n" :
+				"%-15s  %7u  %5u  %10.0f  %9.1f  %6s  %6s  %9.2f  %8s  %8s  %8s  %9s  %9s  "
+				"%8s\n",
+			c->name, c->size, c->conns, c->secs * 1000, c->mbps, sp, link, c->cpu_gib, rm,
+			rc, ent, brecv, bsend, speed);
 	}
 }
 

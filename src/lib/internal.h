@@ -259,6 +259,7 @@ struct sheaf_conn {
 	uint32_t io_arg;               /* the backend's: buffers the receive may take */
 	uint16_t rx_want;              /* buffers the next receive asks for (recv.c) */
 	uint16_t rx_asked;             /* buffers the receive in flight asked for */
+	bool rx_drained;               /* the last receive left the socket empty */
 	int err;
 	double deadline;               /* connect gives up then */
 	double active;                 /* when a byte last moved (idle timeout) */

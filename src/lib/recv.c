@@ -112,6 +112,7 @@ static void resize(struct sheaf_conn *c, uint32_t got, bool more)
 		w /= 2;
 
 	c->rx_want = (uint16_t)(w > 512 ? 512 : w ? w : 1);
+	c->rx_drained = !more;
 }
 
 /*

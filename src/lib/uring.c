@@ -140,6 +140,9 @@ static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
 	sqe->buf_group = l->pool[c->dir].bgid;
 	if (bundle)
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	/* the last receive emptied the socket: wait for data before trying */
+	if (c->rx_drained)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	sqe->user_data = ud(c, SHEAF__OP_RECV);
 	c->inflight++;
 }

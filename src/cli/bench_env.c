@@ -443,22 +443,25 @@ static void source_args(const struct bench_opts *o, const struct bench_cell *c,
 
 /*
  * rr and rate: the proxy's CPU time over the source's measurement window
- * (and, for --syscalls, its system calls during most of it).
+ * (and, for --syscalls, its system calls during half of it).
  */
 static int measure_window(struct bench_env *env, const struct bench_opts *o, int xe,
 			  struct bench_run *r, bool count_syscalls)
 {
-	double cpu0, cpu1, win = o->duration ? o->duration : 1;
+	/* perf counts for half the window: it starts late on a busy machine,
+	 * and must stop before the source closes its connections (a proxy's
+	 * closes would count as its requests' system calls) */
+	double cpu0, cpu1, win = 0.5 * (o->duration ? o->duration : 1);
 
 	if (bench_wait_line(xe, "measuring", 300))
 		return -1;
 	cpu0 = bench_proc_cpu(env->pids[1]);
-	if (count_syscalls && bench_perf_start(env, env->pids[1], 0.8 * win))
+	if (count_syscalls && bench_perf_start(env, env->pids[1], win))
 		return -1;
 	if (bench_wait_line(xe, "measured", o->duration ? o->duration + 60 : 600))
 		return -1;
 	cpu1 = bench_proc_cpu(env->pids[1]);
-	if (count_syscalls && bench_perf_stop(env, r, 0.8 * win))
+	if (count_syscalls && bench_perf_stop(env, r, win))
 		return -1;
 	r->cpu = cpu1 - cpu0;
 	return cpu0 < 0 || cpu1 < 0 ? -1 : 0;

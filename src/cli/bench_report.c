@@ -408,11 +408,14 @@ static int write_markdown(const struct bench_opts *o, const struct bench_cell *c
 	uname(&u);
 	cpu_model(cpu, sizeof(cpu));
 	strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&t));
-	fprintf(f, "## %s, %s%s%s\n\nCommand: `sheaf bench",
+	fprintf(f, "## %s, %s%s%s, ",
 		o->workload == BENCH_RR ? "Request/response, closed loop" :
 		o->workload == BENCH_RATE ? "Request/response, open loop" : "Streaming",
 		o->netns ? "three network namespaces" : "loopback", o->link_rate ? ", link " : "",
 		o->link_rate ? o->link_rate : "");
+	for (unsigned i = 0; i < o->nconns; i++)
+		fprintf(f, "%s%u", i ? (i + 1 < o->nconns ? ", " : " and ") : "", o->conns[i]);
+	fprintf(f, " connection%s\n\nCommand: `sheaf bench", o->nconns > 1 || o->conns[0] > 1 ? "s" : "");
 	for (int i = 1; i < argc; i++)
 		fprintf(f, " %s", argv[i]);
 	fprintf(f, "`  \nKernel %s, %s, %ld cores, %s.  \n%u run(s) per cell (median), ",

@@ -107,6 +107,12 @@ static pid_t spawn(struct bench_env *env, int role, char **argv, int *out, int *
 
 static void kill_all(struct bench_env *env)
 {
+	if (env->perf > 0) {
+		kill(env->perf, SIGKILL);
+		waitpid(env->perf, NULL, 0);
+		env->perf = 0;
+		unlink(env->perf_out);
+	}
 	for (int i = 0; i < 3; i++) {
 		if (env->pids[i] > 0) {
 			kill(-env->pids[i], SIGKILL);
@@ -337,101 +343,212 @@ static int wait_listen(struct bench_env *env, int port)
 
 #include "bench_peers.h"
 
+bool bench_rr_like(const struct bench_opts *o) { return o->workload != BENCH_STREAM; }
+
+uint32_t bench_msg_size(const struct bench_opts *o, const struct bench_cell *c)
+{
+	return o->msg_size ? o->msg_size : c->size;
+}
+
 static int start_proxy(struct bench_env *env, const struct bench_opts *o,
 		       const struct bench_cell *c, int sink_port, int *out, int *err)
 {
-	char up[64], lis[64], size_s[16];
+	char up[64], lis[64], size_s[16], conns_s[16];
+	char *argv[16] = { NULL, "proxy", "--listen", lis, "--upstream", up, "--io",
+			   (char *)sheaf_io_name(c->mode), "--buf-size", size_s };
+	int n = 10;
 
 	snprintf(up, sizeof(up), "%s:%d", env->snk_ip, sink_port);
 	if (c->peer)
 		return start_peer(env, c, up, out, err);
 	snprintf(lis, sizeof(lis), "%s:0", env->px_in);
 	snprintf(size_s, sizeof(size_s), "%u", c->size);
-	char *argv[] = { NULL, "proxy", "--listen", lis, "--upstream", up, "--io",
-			 (char *)sheaf_io_name(c->mode), "--buf-size", size_s, NULL };
+	snprintf(conns_s, sizeof(conns_s), "%u", c->conns + 16);
+	if (c->conns + 16 > 4096) { /* the proxy's default */
+		argv[n++] = "--max-conns";
+		argv[n++] = conns_s;
+	}
+	if (bench_rr_like(o))
+		argv[n++] = "--nodelay"; /* as HAProxy does: answers go out at once */
+	argv[n] = NULL;
 	env->pids[1] = spawn(env, PX, argv, out, err);
 	return env->pids[1] > 0 ? read_port(*out) : -1;
 }
 
-static void source_args(const struct bench_opts *o, const struct bench_cell *c, char *to,
-			char *bytes, char *size, char *conns, char **argv)
+/* The sink: verifies every stream, or echoes (rr: the source verifies). */
+static pid_t start_sink(struct bench_env *env, const struct bench_opts *o,
+			const struct bench_cell *c, char *lis, char *conns, int *out, int *err)
+{
+	char *argv[16] = { NULL, "sink", "--listen", lis, "--json" };
+	int n = 5;
+
+	snprintf(lis, 64, "%s:0", env->snk_ip);
+	snprintf(conns, 16, "%u", c->conns);
+	if (bench_rr_like(o)) {
+		/* small buffers, many of them: a sink that waits for buffers
+		 * would measure itself, not the proxy */
+		argv[n++] = "--echo";
+		argv[n++] = "--buf-size";
+		argv[n++] = "4096";
+		argv[n++] = "--bufs";
+		argv[n++] = "16384";
+	} else {
+		argv[n++] = "--conns";
+		argv[n++] = conns;
+		argv[n++] = "--verify";
+		if (c->conns > 1) {
+			argv[n++] = "--bufs";
+			argv[n++] = "1024";
+		}
+	}
+	argv[n] = NULL;
+	return spawn(env, SNK, argv, out, err);
+}
+
+struct source_strs { char to[64], bytes[32], msg[16], conns[16], dur[32], warm[32], rate[32]; };
+
+static void source_args(const struct bench_opts *o, const struct bench_cell *c,
+			struct source_strs *t, char **argv)
 {
 	int n = 0;
 
 	argv[n++] = NULL;
 	argv[n++] = "source";
 	argv[n++] = "--connect";
-	argv[n++] = to;
+	argv[n++] = t->to;
 	argv[n++] = "--bytes";
-	argv[n++] = bytes;
+	argv[n++] = t->bytes;
 	argv[n++] = "--json";
-	if (o->rr) {
+	argv[n++] = "--conns";
+	argv[n++] = t->conns;
+	if (!bench_rr_like(o)) {
+		argv[n++] = "--verify";
+	} else {
 		argv[n++] = "--rr";
-		argv[n++] = size;
-		argv[n++] = "--conns";
-		argv[n++] = conns;
+		argv[n++] = t->msg;
+		argv[n++] = "--warmup";
+		argv[n++] = t->warm;
+		argv[n++] = "--marks";
+		if (o->duration) {
+			argv[n++] = "--duration";
+			argv[n++] = t->dur;
+		}
+		if (o->workload == BENCH_RATE && !c->reference) {
+			argv[n++] = "--rate";
+			argv[n++] = t->rate;
+		}
 	}
 	argv[n] = NULL;
-	snprintf(bytes, 32, "%llu", (unsigned long long)o->bytes);
-	snprintf(size, 16, "%u", c->size);
-	snprintf(conns, 16, "%u", o->conns);
+	snprintf(t->bytes, sizeof(t->bytes), "%llu", (unsigned long long)o->bytes);
+	snprintf(t->msg, sizeof(t->msg), "%u", bench_msg_size(o, c));
+	snprintf(t->conns, sizeof(t->conns), "%u", c->conns);
+	snprintf(t->dur, sizeof(t->dur), "%g", o->duration);
+	snprintf(t->warm, sizeof(t->warm), "%g", o->warmup);
+	snprintf(t->rate, sizeof(t->rate), "%.1f", c->rate);
+}
+
+/*
+ * rr and rate: the proxy's CPU time over the source's measurement window
+ * (and, for --syscalls, its system calls during half of it).
+ */
+static int measure_window(struct bench_env *env, const struct bench_opts *o, int xe,
+			  struct bench_run *r, bool count_syscalls)
+{
+	/* perf counts for half the window: it starts late on a busy machine,
+	 * and must stop before the source closes its connections (a proxy's
+	 * closes would count as its requests' system calls) */
+	double cpu0, cpu1, win = 0.5 * (o->duration ? o->duration : 1);
+
+	if (bench_wait_line(xe, "measuring", 300))
+		return -1;
+	cpu0 = bench_proc_cpu(env->pids[1]);
+	if (count_syscalls && bench_perf_start(env, env->pids[1], win))
+		return -1;
+	if (bench_wait_line(xe, "measured", o->duration ? o->duration + 60 : 600))
+		return -1;
+	cpu1 = bench_proc_cpu(env->pids[1]);
+	if (count_syscalls && bench_perf_stop(env, r, win))
+		return -1;
+	r->cpu = cpu1 - cpu0;
+	return cpu0 < 0 || cpu1 < 0 ? -1 : 0;
+}
+
+static void read_source(struct bench_env *env, const struct bench_opts *o, int xo,
+			struct bench_run *r)
+{
+	char out[8192];
+	int status;
+
+	read_all(xo, out, sizeof(out));
+	waitpid(env->pids[2], &status, 0);
+	env->pids[2] = 0;
+	r->ok = WIFEXITED(status) && !WEXITSTATUS(status);
+	if (bench_rr_like(o)) {
+		r->secs = json_num(out, "seconds"); /* the window */
+		r->tps = json_num(out, "tps");
+		r->p50 = json_num(out, "p50_us");
+		r->p99 = json_num(out, "p99_us");
+		r->p999 = json_num(out, "p999_us");
+		r->txns_all = json_num(out, "transactions_all");
+		r->late = json_num(out, "late");
+	}
 }
 
 static void collect(struct bench_env *env, const struct bench_opts *o, int so, int xo,
-		    int po, struct bench_run *r)
+		    int xe, int po, struct bench_run *r, bool count_syscalls)
 {
 	char out[8192];
 	int status, sstatus;
 	struct rusage ru;
+	int win = bench_rr_like(o) ? measure_window(env, o, xe, r, count_syscalls) : 0;
 
-	read_all(xo, out, sizeof(out));
-	waitpid(env->pids[2], &sstatus, 0);
-	env->pids[2] = 0;
-	r->tps = json_num(out, "tps");
-	r->p50 = json_num(out, "p50_us");
-	r->p99 = json_num(out, "p99_us");
-	r->p999 = json_num(out, "p999_us");
-	r->ok = WIFEXITED(sstatus) && !WEXITSTATUS(sstatus);
-	if (!o->rr) {
+	read_source(env, o, xo, r);
+	if (!r->ok && env->pids[0] > 0)
+		kill(env->pids[0], SIGTERM); /* it would wait for streams that never come */
+	if (!bench_rr_like(o)) {
 		read_all(so, out, sizeof(out));
-		waitpid(env->pids[0], &status, 0);
+		waitpid(env->pids[0], &sstatus, 0);
 		env->pids[0] = 0;
 		r->secs = json_num(out, "seconds");
 		r->mbps = json_num(out, "mbps");
-		r->ok = r->ok && strstr(out, "\"ok\":true");
+		r->ok = r->ok && WIFEXITED(sstatus) && !WEXITSTATUS(sstatus) &&
+			strstr(out, "\"ok\":true");
 	}
 	kill(env->pids[1], SIGTERM);
 	read_all(po, out, sizeof(out));
 	wait4(env->pids[1], &status, 0, &ru);
 	env->pids[1] = 0;
-	r->cpu = cpu_of(&ru);
+	if (!bench_rr_like(o))
+		r->cpu = cpu_of(&ru);
 	r->bufs_recv = json_num(out, "bufs_per_recv");
 	r->bufs_send = json_num(out, "bufs_per_send");
-	if (!r->ok)
+	r->enters = json_num(out, "enters");
+	if (win)
+		snprintf(r->why, sizeof(r->why), "no measurement window (or perf stat failed)");
+	else if (!r->ok)
 		snprintf(r->why, sizeof(r->why), "source or sink failed");
+	r->ok = r->ok && !win;
 }
 
 int bench_run_once(struct bench_env *env, const struct bench_opts *o,
-		   const struct bench_cell *c, struct bench_run *r)
+		   const struct bench_cell *c, struct bench_run *r, bool count_syscalls)
 {
-	char lis[64], to[64], bytes[32], size[16], conns[16], *src[16];
+	char lis[64], sconns[16], *src[24];
+	struct source_strs t;
 	int so = -1, se = -1, po = -1, pe = -1, xo = -1, xe = -1, port;
 
 	memset(r, 0, sizeof(*r));
-	snprintf(lis, sizeof(lis), "%s:0", env->snk_ip);
-	char *sink[] = { NULL, "sink", "--listen", lis, "--json",
-			 o->rr ? "--echo" : "--conns", o->rr ? NULL : "1", NULL };
-	env->pids[0] = spawn(env, SNK, sink, &so, &se);
+	env->pids[0] = start_sink(env, o, c, lis, sconns, &so, &se);
 	port = env->pids[0] > 0 ? read_port(se) : -1;
 	if (port > 0)
 		port = start_proxy(env, o, c, port, &po, &pe);
 	if (port <= 0) {
 		snprintf(r->why, sizeof(r->why), "sink or proxy did not start");
 	} else {
-		snprintf(to, sizeof(to), "%s:%d", env->px_in, port);
-		source_args(o, c, to, bytes, size, conns, src);
+		snprintf(t.to, sizeof(t.to), "%s:%d", env->px_in, port);
+		source_args(o, c, &t, src);
 		env->pids[2] = spawn(env, SRC, src, &xo, &xe);
-		collect(env, o, so, xo, po, r);
+		collect(env, o, so, xo, xe, po, r, count_syscalls);
 	}
 	kill_all(env);
 	for (int *fd = (int[]){ so, se, po, pe, xo, xe, -2 }; *fd != -2; fd++)

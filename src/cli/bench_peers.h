@@ -6,13 +6,18 @@
 #ifndef SHEAF_BENCH_PEERS_H
 #define SHEAF_BENCH_PEERS_H
 
+enum peer_kind { PEER_HAPROXY, PEER_SOCAT, PEER_NGINX };
+
 static const struct {
 	const char *name, *bin, *package;
+	enum peer_kind kind;
+	bool splice, bufsize; /* haproxy: option splice-auto; tune.bufsize = the cell's size */
 } peers[] = {
-	{ "haproxy", "/usr/sbin/haproxy", "haproxy" },
-	{ "haproxy-splice", "/usr/sbin/haproxy", "haproxy" },
-	{ "socat", "/usr/bin/socat", "socat" },
-	{ "nginx", "/usr/sbin/nginx", "nginx-light" },
+	{ "haproxy", "/usr/sbin/haproxy", "haproxy", PEER_HAPROXY, false, false },
+	{ "haproxy-splice", "/usr/sbin/haproxy", "haproxy", PEER_HAPROXY, true, false },
+	{ "haproxy-bufsize", "/usr/sbin/haproxy", "haproxy", PEER_HAPROXY, false, true },
+	{ "socat", "/usr/bin/socat", "socat", PEER_SOCAT, false, false },
+	{ "nginx", "/usr/sbin/nginx", "nginx-light", PEER_NGINX, false, false },
 };
 
 static int peer_index(const char *name)
@@ -56,18 +61,28 @@ static int write_conf(const char *path, const char *text)
 	return fclose(f) ? -errno : 0;
 }
 
-static int haproxy_conf(const char *path, const char *lis, const char *up, bool splice)
+/*
+ * maxconn: the clients of the run and some (its default, 4096 here, refuses
+ * the rest); tune.bufsize for haproxy-bufsize: the buffer size sheaf runs
+ * with in the same cell (HAProxy keeps maxrewrite below half of it).
+ */
+static int haproxy_conf(const char *path, const char *lis, const char *up, int i,
+			const struct bench_cell *c)
 {
-	char text[1024];
+	char text[1200], tune[64] = "";
+	uint32_t maxconn = c->conns + 16 > 4096 ? c->conns + 16 : 4096;
 
+	if (peers[i].bufsize)
+		snprintf(tune, sizeof(tune), "    tune.bufsize %u\n    tune.maxrewrite %u\n",
+			 c->size, c->size / 4);
 	snprintf(text, sizeof(text),
 		 "# written by sheaf bench: HAProxy defaults, one thread, tcp mode\n"
-		 "global\n    nbthread 1\n    maxconn 4096\n"
-		 "defaults\n    mode tcp\n%s    timeout connect 5s\n"
+		 "global\n    nbthread 1\n    maxconn %u\n%s"
+		 "defaults\n    mode tcp\n    maxconn %u\n%s    timeout connect 5s\n"
 		 "    timeout client 60s\n    timeout server 60s\n"
 		 "frontend fe\n    bind %s\n    default_backend be\n"
 		 "backend be\n    server up %s\n",
-		 splice ? "    option splice-auto\n" : "", lis, up);
+		 maxconn, tune, maxconn, peers[i].splice ? "    option splice-auto\n" : "", lis, up);
 	return write_conf(path, text);
 }
 
@@ -92,13 +107,13 @@ static int start_peer(struct bench_env *env, const struct bench_cell *c, const c
 
 	snprintf(lis, sizeof(lis), "%s:%d", env->px_in, port);
 	snprintf(conf, sizeof(conf), "%s/%s.conf", env->confdir, c->peer);
-	if (i <= 1) {
+	if (peers[i].kind == PEER_HAPROXY) {
 		char *argv[] = { (char *)peers[i].bin, "-db", "-f", conf, NULL };
 
-		if (haproxy_conf(conf, lis, up, i == 1))
+		if (haproxy_conf(conf, lis, up, i, c))
 			return -1;
 		env->pids[1] = spawn(env, PX, argv, out, err);
-	} else if (i == 2) {
+	} else if (peers[i].kind == PEER_SOCAT) {
 		snprintf(socat_lis, sizeof(socat_lis), "TCP-LISTEN:%d,bind=%s,reuseaddr,fork,backlog=4096", port,
 			 env->px_in);
 		snprintf(socat_up, sizeof(socat_up), "TCP:%s", up);

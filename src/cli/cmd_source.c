@@ -9,10 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "source.h"
 
 static const char help[] =
 	"usage: sheaf source --connect HOST:PORT [options]\n"
@@ -31,55 +32,24 @@ static const char help[] =
 	"                       rounded up to whole transactions; no stream header is sent,\n"
 	"                       even with --verify: the echo check is the verification\n"
 	"  --duration SECONDS   with --rr: stop after this long (may be fractional) if --bytes\n"
-	"                       were not all echoed by then\n"
+	"                       were not all echoed by then; with --warmup, the measurement\n"
+	"                       window lasts this long\n"
+	"  --warmup SECONDS     with --rr: measure only from this long (0 allowed) after every\n"
+	"                       connection is connected: transactions and latency count in\n"
+	"                       the window, tps is per second of it\n"
+	"  --rate N             with --rr and --duration: open loop, N requests/s over all\n"
+	"                       connections (request i on connection i %% conns, due at i / N s\n"
+	"                       after all are connected); latency runs from when a request\n"
+	"                       was due, also if its connection was still waiting for the\n"
+	"                       previous answer (no coordinated omission); requests due in\n"
+	"                       the window and unanswered 2 s after it count as \"late\",\n"
+	"                       with the time they waited\n"
+	"  --marks              print \"measuring\" and \"measured\" on stderr at the edges\n"
+	"                       of the window (for sheaf bench)\n"
 	"  --json               one JSON result line on stdout\n"
 	"Signals: SIGUSR1 prints a counters line on stderr and goes on; SIGHUP is logged\n"
 	"and ignored; SIGUSR2 and SIGPIPE are ignored.\n"
 	"Exit status: 0 when everything was sent (and echoed intact), 1 otherwise, 2 on bad usage.\n";
-
-struct source_opts {
-	struct addr to;
-	bool have_to, verify, echo, json;
-	uint32_t conns, write_size;
-	uint64_t bytes, seed;
-	uint32_t rr;     /* request size; 0: stream mode */
-	double duration; /* seconds; 0: no limit */
-};
-
-/* Latency samples kept for the percentiles (32 MiB); later ones are not. */
-#define RR_MAX_SAMPLES (4u << 20)
-
-struct src_conn {
-	int fd;
-	uint32_t id;
-	uint64_t len, sent, total; /* total: header + payload */
-	uint32_t start;
-	uint8_t hdr[STREAM_HDR];
-	bool connected, wr_done, done;
-	struct stream_check echo;
-	uint64_t echoed;
-	uint32_t events;      /* epoll mask registered */
-	uint64_t txn;         /* rr: transactions completed */
-	uint32_t rr_off;      /* rr: pattern offset of the current request */
-	uint32_t rr_sent, rr_got;
-	uint64_t t_start, t_end; /* rr: ns, first byte sent, last byte received */
-};
-
-struct source {
-	struct source_opts o;
-	struct pattern pat;
-	struct src_conn *c;
-	int ep;
-	uint32_t open;
-	int failed;
-	uint8_t *rbuf;
-	double deadline;      /* now_sec() at which --duration ends; 0: none */
-	uint64_t rr_left;     /* transactions not yet started */
-	uint64_t txns;        /* transactions completed, all connections */
-	uint64_t *lat;        /* latencies in ns */
-	size_t nlat, cap_lat;
-	sigset_t wait_mask;   /* during epoll_pwait: SIGHUP and SIGUSR1 come in */
-};
 
 /* A positive, finite number of seconds: "2", "0.25", "1e-3". */
 static int parse_seconds(const char *s, double *out)
@@ -98,7 +68,7 @@ static int parse_seconds(const char *s, double *out)
 	return 0;
 }
 
-/* --rr and --duration: 0 or EXIT_USAGE (printed). */
+/* --rr, --duration, --warmup and --rate: 0 or EXIT_USAGE (printed). */
 static int parse_rr(struct source_opts *o, int c, const char *val)
 {
 	uint64_t v;
@@ -107,10 +77,39 @@ static int parse_rr(struct source_opts *o, int c, const char *val)
 		if (size_opt("source", "rr", val, 1, 1u << 20, &v))
 			return EXIT_USAGE;
 		o->rr = (uint32_t)v;
-	} else if (parse_seconds(val, &o->duration)) {
-		say("source", "--duration %s: must be a positive number of seconds", val);
+	} else if (c == 'W') {
+		if (strcmp(val, "0") && parse_seconds(val, &o->warmup)) {
+			say("source", "--warmup %s: must be 0 or a positive number of seconds", val);
+			return EXIT_USAGE;
+		}
+		if (!strcmp(val, "0"))
+			o->warmup = 0;
+	} else if (parse_seconds(val, c == 'd' ? &o->duration : &o->rate) ||
+		   (c == 'R' && o->rate > 1e8)) {
+		say("source", c == 'd' ? "--duration %s: must be a positive number of seconds" :
+			      "--rate %s: must be a positive number of requests/s (at most 1e8)", val);
 		return EXIT_USAGE;
 	}
+	return 0;
+}
+
+/* What the options need of each other; 0 or EXIT_USAGE (printed). */
+static int check_opts(struct source_opts *o)
+{
+	if (o->duration && !o->rr) {
+		say("source", "--duration needs --rr (a cut-short stream would not verify)");
+		return EXIT_USAGE;
+	}
+	if ((o->warmup >= 0 || o->rate) && !o->rr) {
+		say("source", "--%s needs --rr", o->rate ? "rate" : "warmup");
+		return EXIT_USAGE;
+	}
+	if (o->rate && !o->duration) {
+		say("source", "--rate needs --duration (an open loop runs for a set time)");
+		return EXIT_USAGE;
+	}
+	if (o->rate && o->warmup < 0)
+		o->warmup = 0; /* open loop: always a window */
 	return 0;
 }
 
@@ -122,7 +121,9 @@ static int parse(int argc, char **argv, struct source_opts *o)
 		{ "verify", no_argument, 0, 'v' },        { "echo", no_argument, 0, 'e' },
 		{ "seed", required_argument, 0, 's' },    { "json", no_argument, 0, 'j' },
 		{ "rr", required_argument, 0, 'r' },      { "duration", required_argument, 0, 'd' },
-		{ "help", no_argument, 0, 'h' },          { 0 }
+		{ "warmup", required_argument, 0, 'W' },  { "rate", required_argument, 0, 'R' },
+		{ "marks", no_argument, 0, 'M' },         { "help", no_argument, 0, 'h' },
+		{ 0 }
 	};
 	uint64_t v;
 	int c, idx;
@@ -151,14 +152,14 @@ static int parse(int argc, char **argv, struct source_opts *o)
 			if (num_opt("source", "seed", optarg, 0, UINT64_MAX, &o->seed))
 				return EXIT_USAGE;
 			break;
-		case 'r':
-		case 'd':
+		case 'r': case 'd': case 'W': case 'R':
 			if (parse_rr(o, c, optarg))
 				return EXIT_USAGE;
 			break;
 		case 'v': o->verify = true; break;
 		case 'e': o->echo = true; break;
 		case 'j': o->json = true; break;
+		case 'M': o->marks = true; break;
 		case 'h': return ARGS_HELP;
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
@@ -168,11 +169,7 @@ static int parse(int argc, char **argv, struct source_opts *o)
 		    optind < argc ? argv[optind] : "");
 		return EXIT_USAGE;
 	}
-	if (o->duration && !o->rr) {
-		say("source", "--duration needs --rr (a cut-short stream would not verify)");
-		return EXIT_USAGE;
-	}
-	return 0;
+	return check_opts(o);
 }
 
 static int open_conn(struct source *s, struct src_conn *c)
@@ -195,7 +192,7 @@ static int open_conn(struct source *s, struct src_conn *c)
 	return 0;
 }
 
-static void conn_done(struct source *s, struct src_conn *c, int err)
+void conn_done(struct source *s, struct src_conn *c, int err)
 {
 	if (c->done)
 		return;
@@ -273,7 +270,7 @@ static int read_echo(struct source *s, struct src_conn *c)
 }
 
 /* On the first event: did the nonblocking connect work? */
-static bool check_connected(struct source *s, struct src_conn *c)
+bool check_connected(struct source *s, struct src_conn *c)
 {
 	int err = 0;
 	socklen_t len = sizeof(err);
@@ -286,160 +283,16 @@ static bool check_connected(struct source *s, struct src_conn *c)
 		return false;
 	}
 	c->connected = true;
+	s->connected++;
 	return true;
 }
 
-static uint64_t mono_ns(void)
+uint64_t mono_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Any window of the pattern, also one longer than PATTERN_LEN (--rr 1M). */
-static size_t pattern_diff(const struct pattern *p, uint64_t off, const uint8_t *d, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		size_t n = len - done < PATTERN_LEN ? len - done : PATTERN_LEN;
-		const uint8_t *want = p->bytes + (off + done) % PATTERN_LEN;
-
-		if (memcmp(want, d + done, n)) {
-			while (want[0] == d[done])
-				want++, done++;
-			return done;
-		}
-		done += n;
-	}
-	return len; /* equal */
-}
-
-/* An rr connection failed its check: name it and the transaction, stop it. */
-static void rr_fail(struct source *s, struct src_conn *c, const char *why, uint64_t at)
-{
-	if (!s->failed++)
-		say("source", "connection %u, transaction %llu: %s (byte %llu of %u)", c->id,
-		    (unsigned long long)c->txn, why, (unsigned long long)at, s->o.rr);
-	conn_done(s, c, 0);
-}
-
-/* Sends what is left of the current request, as far as the socket takes it. */
-static int rr_send(struct source *s, struct src_conn *c)
-{
-	while (c->rr_sent < s->o.rr) {
-		uint32_t n = s->o.rr - c->rr_sent;
-		ssize_t w;
-
-		if (n > s->o.write_size)
-			n = s->o.write_size; /* <= PATTERN_LEN: one contiguous window */
-		w = send(c->fd, s->pat.bytes + (c->rr_off + c->rr_sent) % PATTERN_LEN, n,
-			 MSG_NOSIGNAL);
-		if (w < 0)
-			return errno == EAGAIN ? 0 : -errno;
-		c->rr_sent += (uint32_t)w;
-	}
-	return 0;
-}
-
-/* Starts the next transaction, or closes the connection when none are left. */
-static int rr_start(struct source *s, struct src_conn *c)
-{
-	if (!s->rr_left) {
-		conn_done(s, c, 0);
-		return 0;
-	}
-	s->rr_left--;
-	/* a fresh window per (connection, transaction), so the bytes vary */
-	c->rr_off = stream_start(s->o.seed + c->txn, c->id);
-	c->rr_sent = c->rr_got = 0;
-	c->t_start = mono_ns();
-	return rr_send(s, c);
-}
-
-static void rr_record(struct source *s, struct src_conn *c)
-{
-	if (s->nlat < s->cap_lat)
-		s->lat[s->nlat++] = c->t_end - c->t_start;
-	s->txns++;
-	c->txn++;
-}
-
-/* Checks one chunk of echo against the request; 0, or rr_fail()ed. */
-static int rr_check(struct source *s, struct src_conn *c, size_t r)
-{
-	size_t at;
-
-	if (c->rr_got + r > c->rr_sent) {
-		rr_fail(s, c, "echo longer than the request sent so far", c->rr_sent);
-		return -1;
-	}
-	at = pattern_diff(&s->pat, (uint64_t)c->rr_off + c->rr_got, s->rbuf, r);
-	if (at < r) {
-		rr_fail(s, c, "echo differs from the request", c->rr_got + at);
-		return -1;
-	}
-	c->rr_got += (uint32_t)r;
-	return 0;
-}
-
-static int rr_recv(struct source *s, struct src_conn *c)
-{
-	while (!c->done) {
-		ssize_t r = recv(c->fd, s->rbuf, 1 << 20, 0);
-
-		if (r < 0)
-			return errno == EAGAIN ? 0 : -errno;
-		if (r == 0) {
-			rr_fail(s, c, "peer closed the connection", c->rr_got);
-			return 0;
-		}
-		if (c->rr_got + (uint64_t)r == s->o.rr)
-			c->t_end = mono_ns(); /* before the check: latency is the network's */
-		if (rr_check(s, c, (size_t)r))
-			return 0;
-		if (c->rr_got == s->o.rr) {
-			int ret;
-
-			rr_record(s, c);
-			if ((ret = rr_start(s, c)))
-				return ret;
-		}
-	}
-	return 0;
-}
-
-/* Level-triggered: EPOLLOUT only while part of a request waits to be sent. */
-static void rr_events(struct source *s, struct src_conn *c)
-{
-	uint32_t want = EPOLLIN | (c->rr_sent < s->o.rr ? EPOLLOUT : 0);
-	struct epoll_event ev = { .events = want, .data.ptr = c };
-
-	if (want != c->events && !epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev))
-		c->events = want;
-}
-
-static void rr_event(struct source *s, struct epoll_event *ev)
-{
-	struct src_conn *c = ev->data.ptr;
-	int ret = 0;
-
-	if (c->done)
-		return;
-	if (!c->connected) {
-		if (!check_connected(s, c))
-			return;
-		ret = rr_start(s, c);
-	} else if (ev->events & EPOLLOUT) {
-		ret = rr_send(s, c);
-	}
-	if (!ret && !c->done && (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-		ret = rr_recv(s, c);
-	if (ret)
-		conn_done(s, c, ret);
-	else if (!c->done)
-		rr_events(s, c);
 }
 
 static int event(struct source *s, struct epoll_event *ev)
@@ -485,23 +338,7 @@ static int open_all(struct source *s)
 	return 0;
 }
 
-/* The epoll timeout: the stall limit, or less to wake up at the deadline. */
-static int wait_ms(const struct source *s)
-{
-	double left;
-
-	if (!s->deadline)
-		return 30000;
-	left = ceil((s->deadline - now_sec()) * 1000);
-	return left < 0 ? 0 : left > 30000 ? 30000 : (int)left;
-}
-
-/* --duration is up: close every connection; unfinished transactions don't count. */
-static void stop_all(struct source *s)
-{
-	for (uint32_t i = 0; i < s->o.conns; i++)
-		conn_done(s, &s->c[i], 0);
-}
+#define STALL_NS (30 * 1000000000ull)
 
 /* SIGUSR1: where the run is, on stderr (stdout keeps the one result line). */
 static void counters(const struct source *s)
@@ -516,36 +353,51 @@ static void counters(const struct source *s)
 	fprintf(stderr, "sheaf source: counters {\"conns\":%u,\"open\":%u,\"sent\":%llu,"
 		"\"total\":%llu,\"echoed\":%llu,\"transactions\":%llu,\"failed\":%d}\n",
 		s->o.conns, s->open, (unsigned long long)sent, (unsigned long long)total,
-		(unsigned long long)echoed, (unsigned long long)s->txns, s->failed);
+		(unsigned long long)echoed, (unsigned long long)s->txns_all, s->failed);
 }
 
+static void dispatch(struct source *s, struct epoll_event *evs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (s->o.rr)
+			rr_event(s, &evs[i]);
+		else
+			event(s, &evs[i]);
+	}
+}
+
+/* Waits with a nanosecond timeout (open loop: requests fall due between
+ * milliseconds), at most until the stall limit. */
 static int run(struct source *s)
 {
 	struct epoll_event evs[256];
+	uint64_t progress = mono_ns();
 
 	if (open_all(s))
 		return 1;
 	while (s->open) {
-		int ms = wait_ms(s);
-		int n = epoll_pwait(s->ep, evs, 256, ms, &s->wait_mask);
+		bool stop = false;
+		uint64_t wait = s->o.rr ? rr_tick(s, &stop) : UINT64_MAX;
+		uint64_t now = mono_ns();
+		struct timespec ts;
+		int n;
 
-		if (info_signals_take("source") & INFO_USR1)
-			counters(s);
-
-		if (s->deadline && now_sec() >= s->deadline) {
-			stop_all(s);
+		if (stop)
 			break;
-		}
-		if (n == 0 && ms == 30000) {
+		if (now - progress >= STALL_NS) {
 			say("source", "no progress for 30 s, giving up");
 			return 1;
 		}
-		for (int i = 0; i < n; i++) {
-			if (s->o.rr)
-				rr_event(s, &evs[i]);
-			else
-				event(s, &evs[i]);
-		}
+		if (wait > progress + STALL_NS - now)
+			wait = progress + STALL_NS - now;
+		ts.tv_sec = (time_t)(wait / 1000000000u);
+		ts.tv_nsec = (long)(wait % 1000000000u);
+		n = epoll_pwait2(s->ep, evs, 256, &ts, &s->wait_mask);
+		if (info_signals_take("source") & INFO_USR1)
+			counters(s);
+		if (n > 0)
+			progress = mono_ns();
+		dispatch(s, evs, n);
 	}
 	return s->failed ? 1 : 0;
 }
@@ -565,65 +417,8 @@ static void stream_report(const struct source *s, double secs, int ret)
 		       (unsigned long long)sent, secs, ret ? " (FAILED)" : "");
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* p50, p99, p99.9 in us, nearest rank, from a sorted copy of the samples. */
-static void percentiles(const struct source *s, double us[3])
-{
-	static const uint64_t permille[3] = { 500, 990, 999 };
-	uint64_t *v = s->nlat ? malloc(s->nlat * sizeof(*v)) : NULL;
-
-	us[0] = us[1] = us[2] = 0;
-	if (!v)
-		return;
-	memcpy(v, s->lat, s->nlat * sizeof(*v));
-	qsort(v, s->nlat, sizeof(*v), cmp_u64);
-	for (int k = 0; k < 3; k++) {
-		uint64_t rank = (s->nlat * permille[k] + 999) / 1000;
-
-		us[k] = (double)v[rank ? rank - 1 : 0] / 1e3;
-	}
-	free(v);
-}
-
-static void rr_report(const struct source *s, double secs, int ret)
-{
-	double us[3], tps = secs > 0 ? (double)s->txns / secs : 0;
-
-	percentiles(s, us);
-	if (s->o.json)
-		printf("{\"workload\":\"rr\",\"size\":%u,\"conns\":%u,\"transactions\":%llu,"
-		       "\"seconds\":%.6f,\"tps\":%.1f,\"p50_us\":%.3f,\"p99_us\":%.3f,"
-		       "\"p999_us\":%.3f,\"ok\":%s}\n", s->o.rr, s->o.conns,
-		       (unsigned long long)s->txns, secs, tps, us[0], us[1], us[2],
-		       ret ? "false" : "true");
-	else
-		printf("sheaf source: rr %u B, %u conns, %llu transactions in %.3f s (%.0f tps), "
-		       "latency p50 %.1f us, p99 %.1f us, p99.9 %.1f us%s\n", s->o.rr,
-		       s->o.conns, (unsigned long long)s->txns, secs, tps, us[0], us[1], us[2],
-		       ret ? " (FAILED)" : "");
-}
-
-/* rr: how many transactions --bytes makes, and room for their latencies. */
-static int rr_init(struct source *s)
-{
-	if (!s->o.rr)
-		return 0;
-	s->rr_left = s->o.bytes / s->o.rr + (s->o.bytes % s->o.rr != 0);
-	s->cap_lat = s->rr_left < RR_MAX_SAMPLES ? s->rr_left : RR_MAX_SAMPLES;
-	if (!s->cap_lat)
-		return 0;
-	s->lat = malloc(s->cap_lat * sizeof(*s->lat));
-	return s->lat ? 0 : -ENOMEM;
-}
-
 static const struct source_opts defaults = {
-	.conns = 1, .write_size = 65536, .bytes = 64ull << 20, .seed = 1
+	.conns = 1, .write_size = 65536, .bytes = 64ull << 20, .seed = 1, .warmup = -1
 };
 
 int source_check_args(int argc, char **argv)
@@ -656,8 +451,14 @@ int cmd_source(int argc, char **argv)
 		say("source", "out of memory");
 		return 1;
 	}
+	if (s.o.rate)
+		prctl(PR_SET_TIMERSLACK, 1000ul); /* wake within a microsecond */
 	t0 = now_sec();
-	s.deadline = s.o.duration ? t0 + s.o.duration : 0;
+	/* without a window --duration is the whole run; with one, the window
+	 * ends the run and this only stops one that never got there */
+	if (s.o.duration)
+		s.deadline = mono_ns() + (uint64_t)((s.o.warmup < 0 ? s.o.duration :
+				s.o.duration + s.o.warmup + 120) * 1e9);
 	ret = run(&s);
 	secs = now_sec() - t0;
 	if (s.o.rr)

@@ -373,7 +373,7 @@ static void on_recv(struct sheaf_conn *c, const struct sheaf__event *ev)
 			c->rx = c->state == SHEAF__OPEN ? SHEAF__RX_IDLE : SHEAF__RX_DONE;
 	}
 	if (ev->res > 0 && (ev->flags & IORING_CQE_F_BUFFER)) {
-		n = sheaf__recv_map(l, c->dir, ev);
+		n = sheaf__recv_map(c, ev);
 		if (n >= 0)
 			c->bytes_in += (uint32_t)ev->res;
 		if (n < 0)

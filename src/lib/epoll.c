@@ -265,6 +265,8 @@ static void read_ready(struct sheaf_conn *c, struct sheaf__event *ev)
 	if (r > 0)
 		ev->flags = IORING_CQE_F_BUFFER |
 			    (uint32_t)p->shadow[p->head & p->mask] << IORING_CQE_BUFFER_SHIFT;
+	if (r == (ssize_t)n * p->buf_size) /* as the kernel says: more may wait */
+		ev->flags |= IORING_CQE_F_SOCK_NONEMPTY;
 }
 
 static void conn_ready(struct sheaf_loop *l, struct sheaf_conn *c, uint32_t events,

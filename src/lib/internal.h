@@ -261,6 +261,9 @@ struct sheaf_conn {
 	void *io;                      /* the backend's per-connection state */
 	uint32_t io_mask;              /* the backend's per-connection flags */
 	uint32_t io_arg;               /* the backend's: buffers the receive may take */
+	uint16_t rx_want;              /* buffers the next receive asks for (recv.c) */
+	uint16_t rx_asked;             /* buffers the receive in flight asked for */
+	bool rx_drained;               /* the last receive left the socket empty */
 	int err;
 	double deadline;               /* connect gives up then */
 	double active;                 /* when a byte last moved (idle timeout) */
@@ -396,7 +399,7 @@ void sheaf__recv_arm(struct sheaf_conn *c);
 void sheaf__recv_wait(struct sheaf_conn *c);
 void sheaf__recv_stop(struct sheaf_conn *c);
 void sheaf__recv_forget(struct sheaf_conn *c);
-int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__event *ev);
+int sheaf__recv_map(struct sheaf_conn *c, const struct sheaf__event *ev);
 void sheaf__recv_rearm_waiters(struct sheaf_loop *l);
 
 /* Kernel release triple parsing, shared by the probe and its tests. */

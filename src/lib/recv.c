@@ -84,6 +84,41 @@ static bool pause_if_full(struct sheaf_conn *c, bool was_paused)
 	return true;
 }
 
+/*
+ * How many buffers to ask for: what the budget allows, but no more than the
+ * receives so far suggest. The kernel maps a bundle's buffers for the whole
+ * length asked (peeking, and allocating an iovec for each) before it knows
+ * how much is pending, so a 64-byte
+ * request asked with a 64-buffer budget cost 65 mapped buffers. The size
+ * adapts much as Netty's receive allocator does: doubled after a receive
+ * that left data in the socket (a stream reaches its budget in a few
+ * receives), halved after one that used less than a quarter of what it
+ * asked for (small requests end at one buffer, which uring.c asks for
+ * without a bundle); a stream whose receives take most of what they ask
+ * keeps its size, as every receive more costs more than the buffers mapped
+ * in vain.
+ */
+static uint32_t want(const struct sheaf_conn *c, uint32_t budget)
+{
+	uint32_t w = c->rx_want ? c->rx_want : 1;
+
+	return w < budget ? w : budget;
+}
+
+/* `more`: the receive left data in the socket (IORING_CQE_F_SOCK_NONEMPTY). */
+static void resize(struct sheaf_conn *c, uint32_t got, bool more)
+{
+	uint32_t w = c->rx_asked;
+
+	if (more)
+		w *= 2;
+	else if (got * 4 <= w)
+		w /= 2;
+
+	c->rx_want = (uint16_t)(w > 512 ? 512 : w ? w : 1);
+	c->rx_drained = !more;
+}
+
 /* Arms one receive of at most `cap` buffers (and c's budget). */
 static void arm(struct sheaf_conn *c, uint32_t cap)
 {
@@ -93,7 +128,8 @@ static void arm(struct sheaf_conn *c, uint32_t cap)
 	c->rx = SHEAF__RX_ARMED;
 	l->armed[c->dir]++;
 	l->st.recv_rearms++;
-	l->be->recv(c, bufs < cap ? bufs : cap);
+	c->rx_asked = (uint16_t)want(c, bufs < cap ? bufs : cap);
+	l->be->recv(c, c->rx_asked);
 }
 
 /*
@@ -198,8 +234,10 @@ void sheaf__recv_rearm_waiters(struct sheaf_loop *l)
  * Returns the count, or -EPROTO when the mapping guard tripped: the bytes
  * are not delivered and receive bundles are switched off.
  */
-int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__event *ev)
+int sheaf__recv_map(struct sheaf_conn *c, const struct sheaf__event *ev)
 {
+	struct sheaf_loop *l = c->loop;
+	unsigned dir = c->dir;
 	struct sheaf__pool *p = &l->pool[dir];
 	uint16_t bid = (uint16_t)(ev->flags >> IORING_CQE_BUFFER_SHIFT);
 	int n = sheaf__bundle_map(p, bid, (uint32_t)ev->res, l->recv_bundle, l->bids);
@@ -209,6 +247,7 @@ int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__even
 		sheaf__bundle_resync(p, bid);
 		return n;
 	}
+	resize(c, (uint32_t)n, ev->flags & IORING_CQE_F_SOCK_NONEMPTY);
 	for (int i = 0; i < n; i++)
 		l->bids[i] = SHEAF__GID(dir, l->bids[i]);
 	l->st.recv_cqes++;

@@ -135,25 +135,32 @@ static int uring_connect(struct sheaf_conn *c)
  * budget covers 512, else at most 255.
  * With 1-byte buffers every len is a multiple, and the budget is only
  * approximate.
+ * One buffer is asked for without a bundle (len = size): a bundle maps
+ * ceil(len / size) = 2 buffers for it and allocates an iovec array for them
+ * on every receive; a plain receive takes one buffer and maps the same way.
  */
 static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
 {
 	struct sheaf_loop *l = c->loop;
 	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
+	bool bundle = l->recv_bundle && bufs > 1;
 	uint64_t len;
 
 	if (bufs >= 2 * SHEAF__SRING_MAX)
 		bufs = SHEAF__SRING_MAX;
 	else if (bufs >= SHEAF__SRING_MAX)
 		bufs = SHEAF__SRING_MAX - 1;
-	len = (uint64_t)(l->recv_bundle ? bufs : 1) * l->cfg.buf_size;
-	if (l->recv_bundle)
+	len = (uint64_t)(bundle ? bufs : 1) * l->cfg.buf_size;
+	if (bundle)
 		len++;
 	io_uring_prep_recv(sqe, c->fd, NULL, (uint32_t)len, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = l->pool[c->dir].bgid;
-	if (l->recv_bundle)
+	if (bundle)
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	/* the last receive emptied the socket: wait for data before trying */
+	if (c->rx_drained)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	sqe->user_data = ud(c, SHEAF__OP_RECV);
 	c->inflight++;
 }
@@ -195,7 +202,9 @@ static int uring_wait(struct sheaf_loop *l, int timeout_ms,
 
 	if (!u->enabled && (ret = enable(u)))
 		return ret;
-	l->st.enters++;
+	/* liburing enters unless completions wait and nothing is to be submitted */
+	if (io_uring_sq_ready(&u->ring) || !io_uring_cq_ready(&u->ring))
+		l->st.enters++;
 	ret = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts,
 					       NULL);
 	if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)

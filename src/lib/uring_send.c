@@ -1,7 +1,8 @@
 /*
  * Sending with io_uring, one send (or one linked chain) in flight per
  * connection so that bytes never reorder:
- *   bundle   the queue published in a send ring, one bundle send
+ *   bundle   the queue published in a send ring, one bundle send (a queue
+ *            of one buffer: a plain send of it)
  *   ring     the same ring, one linked send per buffer (the baseline)
  *   plain    one linked send per buffer, no ring
  *   sendmsg  the queue gathered into one sendmsg
@@ -23,6 +24,7 @@
 #include "uring.h"
 
 #define CHAIN_MAX 256 /* linked per-buffer sends in flight (ring, plain) */
+#define IOM_SEND_ONE 1u /* c->io_mask: the send in flight is a plain send of one buffer */
 
 struct gather { /* a sendmsg of queued buffers: the kernel reads both at issue */
 	struct msghdr mh;
@@ -175,6 +177,26 @@ static void send_gather(struct sheaf_conn *c)
 	prep_send(c, sqe);
 }
 
+/*
+ * bundle: a queue of one buffer goes out as a plain send of it. A bundle
+ * send of one buffer costs the ring entry, the kernel's buffer selection
+ * (a peek, and a commit) and a send ring attached to the connection; with
+ * small requests every send is of one buffer. The result counts bytes in
+ * queue order like any plain send, and nothing is published in the send
+ * ring meanwhile (nothing ever is while a send is in flight).
+ */
+static void send_one(struct sheaf_conn *c)
+{
+	struct io_uring_sqe *sqe;
+	struct iovec iov;
+
+	sheaf__sendq_take(c->loop->pool, &c->q, &iov, NULL, 1);
+	sqe = sheaf__uring_sqe(c->loop);
+	io_uring_prep_send(sqe, c->fd, iov.iov_base, iov.iov_len, MSG_WAITALL);
+	c->io_mask |= IOM_SEND_ONE;
+	prep_send(c, sqe);
+}
+
 /* Starts sending what is queued and not yet with the kernel, if nothing
  * is in flight (order). */
 int sheaf__uring_send(struct sheaf_conn *c)
@@ -183,6 +205,10 @@ int sheaf__uring_send(struct sheaf_conn *c)
 
 	if (c->sends || c->q.out == c->q.count || c->state == SHEAF__DEAD)
 		return 0;
+	if (io == SHEAF_IO_BUNDLE && c->q.count - c->q.out == 1) {
+		send_one(c);
+		return 0;
+	}
 	if (!c->io && io != SHEAF_IO_PLAIN) {
 		c->io = io == SHEAF_IO_SENDMSG ? malloc(sizeof(struct gather)) :
 						 (void *)sring_get(c->loop);
@@ -253,12 +279,16 @@ int sheaf__uring_send_done(struct sheaf_conn *c, const struct sheaf__event *ev,
 	int ret;
 
 	*n = 0;
-	if (io == SHEAF_IO_BUNDLE)
-		ret = bundle_done(c, ev, done, n);
-	else if (io == SHEAF_IO_RING)
-		ret = ring_done(c, ev, done, n);
-	else
+	if (c->io_mask & IOM_SEND_ONE) {
+		c->io_mask &= ~IOM_SEND_ONE;
 		ret = exact_done(c, ev, done, n);
+	} else if (io == SHEAF_IO_BUNDLE) {
+		ret = bundle_done(c, ev, done, n);
+	} else if (io == SHEAF_IO_RING) {
+		ret = ring_done(c, ev, done, n);
+	} else {
+		ret = exact_done(c, ev, done, n);
+	}
 	if (!c->sends && !c->q.count)
 		sheaf__uring_send_release(c);
 	return ret;

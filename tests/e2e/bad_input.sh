@@ -89,7 +89,7 @@ expect 2 "0 to 18446744073709551615" source --connect "$UP" --seed 0x10
 expect 2 "1 to 1M"            source --connect "$UP" --rr +1
 expect 2 "--duration"         source --connect "$UP" --rr 1 --duration 0x1p3
 expect 2 "1 to 64"            bench --runs +3
-expect 2 "1 to 4000"          bench --conns 10x
+expect 2 "1 to 9000"          bench --conns 10x
 expect 2 "1 to 1M"            bench --sizes 32,+80
 expect 2 "--bytes 0"          bench --bytes 0
 expect 2 "--link-rate"        bench --topology netns --link-rate nangbit

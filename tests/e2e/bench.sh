@@ -44,6 +44,24 @@ check "plot written" $?
 [ -z "$(leftovers)" ]
 check "nothing left after a loopback run" $?
 
+# open loop at 50% of HAProxy's closed-loop maximum (else of the first mode),
+# two connection counts: a reference cell and one per proxy for each
+out=$(timeout 300 "$SHEAF" bench --workload rate --sizes 4K --msg-size 64 --conns 4,16 \
+	--modes bundle,epoll --peers haproxy --duration 0.5 --warmup 0.2 --runs 1 \
+	--json "$E2E_TMP/r.json" --plot "$E2E_TMP/r.png" 2>&1)
+rc=$?
+check "rate table (rc $rc)" $rc
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d["cells"]
+n = 4 if any(x["name"] == "haproxy" for x in c) else 3
+assert len(c) == 2 * n, len(c)
+assert all(r["ok"] for x in c for r in x["runs"]), "a run failed"
+assert all(x["cpu_s_per_100k"] > 0 and x["tps"] > 0 for x in c), "no CPU or rate"
+assert all(x["offered_rate"] > 0 for x in c if not x["reference"]), "no rate"
+assert all(x["enters_per"] > 0 for x in c if not x["peer"]), "no enters"' "$E2E_TMP/r.json"
+check "rate json: reference and proxies, CPU per request, enters" $?
+[ -s "$E2E_TMP/r.png" ] && [ -z "$(leftovers)" ]
+check "rate plot written, nothing left" $?
+
 if [ "$(id -u)" -ne 0 ] || ! ip netns add "sheaf-e2e-probe-$$" 2>/dev/null; then
 	echo "note: not root or no netns here, netns cases skipped"
 else

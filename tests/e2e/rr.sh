@@ -2,7 +2,8 @@
 # rr.sh: request/response through `sheaf source --rr` against `sheaf sink
 # --echo`, through `sheaf proxy --io bundle --buf-size 4096` and directly.
 # Each case checks the exit status, "ok":true and the transaction count
-# (--bytes / --rr); the --duration case checks that the run stopped in time.
+# (--bytes / --rr); the --duration case checks that the run stopped in time;
+# the open-loop case (--rate) the achieved rate and that none came late.
 # Then SIGTERM the sink and the proxy; the proxy must exit 0 with every pool
 # buffer returned.  Env: SHEAF (binary).
 . "$(dirname "$0")/lib.sh"
@@ -52,6 +53,31 @@ count run_case proxy-32x8 "$PROXY_PORT" 8192 "" --rr 32 --conns 8 --bytes 256K
 count run_case direct-5000x2 "$SINK_PORT" 210 "" --rr 5000 --conns 2 --bytes 1M
 # --bytes far more than 0.5 s allow: --duration ends it, mid-transaction
 count run_case proxy-duration "$PROXY_PORT" any 5 --rr 64 --conns 4 --bytes 1G --duration 0.5
+
+# open loop: --rate requests/s whatever the answers do; the window counts
+# what was due in it; the achieved rate must be the offered one (the proxy
+# easily keeps up with 2000/s) and no request may be left unanswered
+rate_case() {
+	local out="$E2E_TMP/source.rate.out" err="$E2E_TMP/source.rate.err" reason="" tps late
+	timeout 60 "$SHEAF" source --connect "127.0.0.1:$PROXY_PORT" --json --rr 64 --conns 16 \
+		--bytes 1G --duration 1 --warmup 0.2 --rate 2000 --marks >"$out" 2>"$err"
+	local rc=$?
+	[ "$rc" -eq 0 ] || reason="$reason; source rc=$rc: $(one_line "$err")"
+	grep -q '"workload":"rate".*"ok":true' "$out" || reason="$reason; output: $(one_line "$out")"
+	tps=$(json_num "$out" tps)
+	late=$(json_num "$out" late)
+	awk -v t="${tps:-0}" 'BEGIN { exit !(t >= 1800 && t <= 2200) }' ||
+		reason="$reason; tps ${tps:-none}, want 2000 +- 10%"
+	[ "${late:-1}" = 0 ] || reason="$reason; late ${late:-none}, want 0"
+	grep -q 'measuring' "$err" && grep -q 'measured' "$err" ||
+		reason="$reason; no window marks on stderr"
+	if [ -n "$reason" ]; then
+		echo "FAIL rr rate${reason/#;/:}"
+		return 1
+	fi
+	echo "ok rr rate ($(one_line "$out"))"
+}
+count rate_case
 
 stop "$PROXY_PID" 10
 rc=$?

@@ -68,8 +68,14 @@ run() {
 		scraper=$!
 	fi
 	t0=$(cpu "$pid")
-	"$SHEAF" source --connect "127.0.0.1:$port" --rr 64 --conns $CONNS \
-		--bytes $((REQS * 64)) >"$tmp/src.out" 2>&1 || { echo "source failed: $(cat "$tmp/src.out")" >&2; }
+	if ! "$SHEAF" source --connect "127.0.0.1:$port" --rr 64 --conns $CONNS \
+		--bytes $((REQS * 64)) >"$tmp/src.out" 2>&1; then
+		echo "$kind: source failed (port $port: $(head -c 300 "$tmp/proxy.out")): $(cat "$tmp/src.out")" >&2
+		[ -n "$scraper" ] && { kill "$scraper"; wait "$scraper" 2>/dev/null; }
+		kill "$pid"
+		wait "$pid" 2>/dev/null
+		return 1
+	fi
 	# every pair closed (their log lines written): no connection left but a scrape
 	i=0
 	while [ "$(ss -Htn state established "( sport = :$port )" | grep -c .)" -gt 0 ] && [ $i -lt 100 ]; do
@@ -98,7 +104,10 @@ for r in $(seq 1 "$ROUNDS"); do
 	order="${kinds[*]:$s} ${kinds[*]:0:$s}"
 	line="round $r:"
 	for k in $order; do
-		if [ "$k" = base ]; then t=$(run off "$BASE"); else t=$(run "$k" "$SHEAF"); fi
+		for try in 1 2 3; do # a run whose source failed is run again
+			if [ "$k" = base ]; then t=$(run off "$BASE"); else t=$(run "$k" "$SHEAF"); fi &&
+				break
+		done
 		ms=$(awk -v t="$t" -v hz="$ticks_hz" -v n="$REQS" 'BEGIN { printf "%.0f", t * 1000 / hz * 100000 / n }')
 		echo "$ms" >>"$tmp/$k"
 		line="$line $k $ms"

@@ -185,6 +185,8 @@ struct pair {
 	} peer;
 };
 
+static void pair_end(struct pair *p);
+
 static struct worker *worker_of(struct sheaf_conn *c)
 {
 	return sheaf_loop_data(sheaf_conn_loop(c));
@@ -309,7 +311,7 @@ static void on_connect(struct sheaf_conn *up, int err)
 		if (p->client)
 			connect_next(p);
 		else
-			free(p);
+			pair_end(p); /* the client went first */
 		return;
 	}
 	p->connected = now_sec();

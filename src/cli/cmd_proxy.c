@@ -459,7 +459,10 @@ static void pair_accept(struct sheaf_conn *client, struct frontend *fe)
 	p->fe = fe;
 	p->pick.idx = p->last_up = -1;
 	p->accepted = now_sec();
-	if (getpeername(sheaf_conn_fd(client), &p->peer.sa, &len))
+	/* the client's address: for --log and --balance source only */
+	p->peer.sa.sa_family = AF_UNSPEC;
+	if ((fe->px->log != LOG_NONE || fe->up.balance == BALANCE_SOURCE) &&
+	    getpeername(sheaf_conn_fd(client), &p->peer.sa, &len))
 		p->peer.sa.sa_family = AF_UNSPEC;
 	w->fe[fe->idx].conns_total++;
 	w->fe[fe->idx].conns++;

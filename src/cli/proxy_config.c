@@ -639,6 +639,7 @@ int proxy_args(int argc, char **argv, struct proxy *px, const char *help)
 
 		if (c == 'h' || id == O_HELP) {
 			fputs(help, stdout);
+			fputs(proxy_config_help, stdout);
 			exit(0);
 		}
 		if (id < 0 || id >= O__COUNT) {

@@ -11,7 +11,9 @@
 # the 1,000 log lines are in), and reported per 100,000 transactions. Runs
 # interleave (each round one of each kind, the order rotating from round to
 # round, so none is always first); the result is the median of each kind
-# and their difference. Env: SHEAF (binary, default build/sheaf), BASE (a
+# and their difference, and the median of the rounds' own ratios (a
+# round's runs are next to each other in time, so this follows the
+# machine's load less: the figure to quote on a shared machine). Env: SHEAF (binary, default build/sheaf), BASE (a
 # second binary to compare, as "base", e.g. an older build: its plain runs
 # interleave with the others).
 set -u
@@ -46,7 +48,7 @@ wait_for() { # FILE PATTERN SECONDS
 
 "$SHEAF" sink --listen 127.0.0.1:0 --echo >"$tmp/sink.out" 2>&1 &
 pids="$pids $!"
-wait_for "$tmp/sink.out" "listening on" 10 || { echo "sink did not start" >&2; exit 1; }
+wait_for "$tmp/sink.out" "listening on .*)\$" 10 || { echo "sink did not start" >&2; exit 1; }
 sink=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/sink.out")
 
 # run KIND BINARY: one run; prints the proxy's CPU ticks
@@ -57,7 +59,9 @@ run() {
 	"$bin" proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$sink" $extra \
 		>"$tmp/proxy.out" 2>"$tmp/proxy.err" &
 	pid=$!
-	wait_for "$tmp/proxy.out" "listening on" 10 || { echo "proxy did not start" >&2; return 1; }
+	# the whole line (a reader may see a write half done)
+	wait_for "$tmp/proxy.out" "listening on .*)\$" 10 || { echo "proxy did not start" >&2; return 1; }
+	[ "$kind" = on ] && { wait_for "$tmp/proxy.out" "/metrics\$" 10 || return 1; }
 	port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/proxy.out")
 	if [ "$kind" = on ]; then
 		mport=$(sed -n 's|.*metrics at http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$tmp/proxy.out")
@@ -68,8 +72,14 @@ run() {
 		scraper=$!
 	fi
 	t0=$(cpu "$pid")
-	"$SHEAF" source --connect "127.0.0.1:$port" --rr 64 --conns $CONNS \
-		--bytes $((REQS * 64)) >"$tmp/src.out" 2>&1 || { echo "source failed: $(cat "$tmp/src.out")" >&2; }
+	if ! "$SHEAF" source --connect "127.0.0.1:$port" --rr 64 --conns $CONNS \
+		--bytes $((REQS * 64)) >"$tmp/src.out" 2>&1; then
+		echo "$kind: source failed (port $port: $(head -c 300 "$tmp/proxy.out")): $(cat "$tmp/src.out")" >&2
+		[ -n "$scraper" ] && { kill "$scraper"; wait "$scraper" 2>/dev/null; }
+		kill "$pid"
+		wait "$pid" 2>/dev/null
+		return 1
+	fi
 	# every pair closed (their log lines written): no connection left but a scrape
 	i=0
 	while [ "$(ss -Htn state established "( sport = :$port )" | grep -c .)" -gt 0 ] && [ $i -lt 100 ]; do
@@ -98,18 +108,26 @@ for r in $(seq 1 "$ROUNDS"); do
 	order="${kinds[*]:$s} ${kinds[*]:0:$s}"
 	line="round $r:"
 	for k in $order; do
-		if [ "$k" = base ]; then t=$(run off "$BASE"); else t=$(run "$k" "$SHEAF"); fi
+		for try in 1 2 3; do # a run whose source failed is run again
+			if [ "$k" = base ]; then t=$(run off "$BASE"); else t=$(run "$k" "$SHEAF"); fi &&
+				break
+		done
 		ms=$(awk -v t="$t" -v hz="$ticks_hz" -v n="$REQS" 'BEGIN { printf "%.0f", t * 1000 / hz * 100000 / n }')
 		echo "$ms" >>"$tmp/$k"
+		eval "ms_$k=$ms"
 		line="$line $k $ms"
 	done
 	echo "$line"
+	awk -v a="$ms_off" -v b="$ms_on" 'BEGIN { print b / a }' >>"$tmp/ratio_on"
+	[ -n "$BASE" ] && awk -v a="$ms_base" -v b="$ms_off" 'BEGIN { print b / a }' >>"$tmp/ratio_base"
 done
 off=$(median <"$tmp/off")
 on=$(median <"$tmp/on")
 echo "median: off $off ms, on $on ms per 100k transactions:" \
 	"$(awk -v a="$off" -v b="$on" 'BEGIN { printf "%+.1f%%", (b - a) * 100 / a }') for --metrics + --log conn"
+echo "median of the rounds' on/off: $(median <"$tmp/ratio_on" | awk '{ printf "%+.1f%%", ($1 - 1) * 100 }')"
 if [ -n "$BASE" ]; then
 	base=$(median <"$tmp/base")
 	echo "median: base $base ms: this build off $(awk -v a="$base" -v b="$off" 'BEGIN { printf "%+.1f%%", (b - a) * 100 / a }') against it"
+	echo "median of the rounds' off/base: $(median <"$tmp/ratio_base" | awk '{ printf "%+.1f%%", ($1 - 1) * 100 }')"
 fi

@@ -185,6 +185,8 @@ struct pair {
 	} peer;
 };
 
+static void pair_end(struct pair *p);
+
 static struct worker *worker_of(struct sheaf_conn *c)
 {
 	return sheaf_loop_data(sheaf_conn_loop(c));
@@ -309,7 +311,7 @@ static void on_connect(struct sheaf_conn *up, int err)
 		if (p->client)
 			connect_next(p);
 		else
-			free(p);
+			pair_end(p); /* the client went first */
 		return;
 	}
 	p->connected = now_sec();
@@ -457,7 +459,10 @@ static void pair_accept(struct sheaf_conn *client, struct frontend *fe)
 	p->fe = fe;
 	p->pick.idx = p->last_up = -1;
 	p->accepted = now_sec();
-	if (getpeername(sheaf_conn_fd(client), &p->peer.sa, &len))
+	/* the client's address: for --log and --balance source only */
+	p->peer.sa.sa_family = AF_UNSPEC;
+	if ((fe->px->log != LOG_NONE || fe->up.balance == BALANCE_SOURCE) &&
+	    getpeername(sheaf_conn_fd(client), &p->peer.sa, &len))
 		p->peer.sa.sa_family = AF_UNSPEC;
 	w->fe[fe->idx].conns_total++;
 	w->fe[fe->idx].conns++;
@@ -1225,6 +1230,7 @@ int cmd_proxy(int argc, char **argv)
 	proxy_defaults(&px);
 	if ((ret = proxy_args(argc, argv, &px, help)) == ARGS_HELP) {
 		fputs(help, stdout);
+		fputs(proxy_config_help, stdout);
 		return 0;
 	}
 	if (ret)

@@ -13,7 +13,8 @@
 #      `sink --echo`, beside client resets (soak_faults.py resets: SO_LINGER
 #      0 after part of a stream) and stalled clients (soak_faults.py stall,
 #      8 at a time: send until the socket is full, never read, wait for the
-#      proxy to close them); a small pool (512 x 1K) so that the stalled
+#      proxy to close them: none may sit 12 s with its socket queues not
+#      moving and still open); a small pool (512 x 1K) so that the stalled
 #      ones press on it: --stall-timeout 2000, --idle-timeout 5000.
 #   C  upstream faults: upstreams servers.py readclose --close reset (RST
 #      after 64K; it checks those bytes) and blackhole (never reads), round
@@ -573,7 +574,7 @@ soak_mode() {
 	mark "$d" "stopped"
 	# results
 	local res="$d/results" streams vstreams vbytes lost resets stalls uresets restarts hups
-	local sfail pending ok_after hung held bad
+	local sfail hung held slow bad
 	streams=0 vstreams=0 vbytes=0 lost=0
 	for k in stream echo rr restart failover; do
 		streams=$((streams + $(sum_results "$res" $k streams ok) + $(sum_results "$res" $k streams FAIL) + $(sum_results "$res" $k streams faulted)))
@@ -591,7 +592,8 @@ soak_mode() {
 	stalls=$(sed -n 's/^stall: stalls=\([0-9]*\).*/\1/p' "$d/stall.out")
 	held=$(sed -n 's/^stall: .* held=\([0-9]*\).*/\1/p' "$d/stall.out")
 	[ -n "$stalls" ] || why="$why; stall client: $(one_line "$d/stall.out")"
-	[ "${held:-0}" = 0 ] || why="$why; $held stalled clients still open after 12 s (B has --idle-timeout 5000)"
+	[ "${held:-0}" = 0 ] || why="$why; $held stalled clients left open by B, nothing moved for 12 s (--idle-timeout 5000): $(grep -m2 'held:' "$d/stall.out" | tr '\n' ' ')"
+	slow=$(sed -n 's/^stall: .* slow=\([0-9]*\).*/\1/p' "$d/stall.out")
 	hung=$(sed -n 's/^upstream: .* hung=\([0-9]*\).*/\1/p' "$d/upstream.out")
 	[ -n "$hung" ] || why="$why; upstream client: $(one_line "$d/upstream.out")"
 	[ "${hung:-0}" = 0 ] || why="$why; $hung uploads through C still open after 10 s (--idle-timeout 2000)"
@@ -631,7 +633,7 @@ soak_mode() {
 	spg=$(awk -v s="$sends_all" -v b="$out_all" 'BEGIN { printf "%.0f", b ? s / (b / 1073741824) : 0 }')
 	SENDS="$SENDS $MODE=$spg"
 	local desc
-	desc="$MODE ${PER_MODE} s: $streams streams ($vstreams verified, $(awk -v b="$vbytes" 'BEGIN { printf "%.1f", b / 1048576 }') MiB), lost $lost B; faults: ${resets:-0} client resets, $stalls stalls, $uresets upstream resets, ${restarts:-0} restarts, ${hups:-skipped} SIGHUP; $fo_down failover rounds; sends/GiB $spg; RSS KiB listen/start->end$rss_note"
+	desc="$MODE ${PER_MODE} s: $streams streams ($vstreams verified, $(awk -v b="$vbytes" 'BEGIN { printf "%.1f", b / 1048576 }') MiB), lost $lost B; faults: ${resets:-0} client resets, $stalls stalls, $uresets upstream resets, ${restarts:-0} restarts, ${hups:-skipped} SIGHUP, ${slow:-0} of the stalls still moving after 24 s; $fo_down failover rounds; sends/GiB $spg; RSS KiB listen/start->end$rss_note"
 	mark "$d" "results read"
 	if [ -z "$why" ]; then
 		echo "ok soak: $desc"

@@ -101,9 +101,40 @@ $(BUILD)/tests/kernel_%: tests/kernel/%.c
 
 unit: $(UNIT_BIN) $(KERN_BIN)
 
+# libFuzzer harnesses, one per parser (fuzz/fuzz_*.c), built with clang into
+# build-fuzz/ against every CLI and library object (but main.c), with ASan
+# and UBSan; fuzz/no_dns.c keeps host names from reaching DNS. `make fuzz`
+# runs each for FUZZ_SECONDS; make test runs each over its seed corpus.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_CFLAGS  := -g -O1 -std=gnu11 -Wall -Wextra $(WERROR) -Wno-unused-parameter \
+                -Wno-missing-field-initializers \
+                -fsanitize=address,undefined -fno-sanitize-recover=all \
+                -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Isrc/lib -Isrc/cli -MMD -MP
+FUZZ_SRC     := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_OBJ     := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out src/cli/main.c,$(CLI_SRC)) \
+                $(LIB_SRC) fuzz/no_dns.c)
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJ)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Wl,--wrap=getaddrinfo -o $@ $< \
+		$(FUZZ_OBJ) -luring -lpthread -lm
+
+fuzz-bin: $(FUZZ_OBJ) $(FUZZ_BIN)
+
+fuzz: fuzz-bin
+	@sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
 # Packages the build, the tests and the benchmark need (Debian names).
 DEPS_PKGS := gcc make pkg-config liburing-dev libcmocka-dev gnuplot-nox iproute2 haproxy socat \
-             python3 valgrind
+             python3 clang valgrind
 deps:
 	@sh tests/deps.sh $(DEPS_PKGS)
 
@@ -111,6 +142,7 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory SANITIZE=1 all unit
+	@if command -v $(FUZZ_CC) >/dev/null; then $(MAKE) --no-print-directory fuzz-bin; fi
 	@sh tests/run.sh
 
 run: deps all
@@ -137,7 +169,7 @@ install: all
 	$(if $(MAN3),install -m 644 $(MAN3) $(DESTDIR)$(PREFIX)/share/man/man3/)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
-.PHONY: all unit deps test run bench soak install clean
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+.PHONY: all unit deps test run bench soak install clean fuzz fuzz-bin
+-include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

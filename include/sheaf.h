@@ -4,7 +4,10 @@
  *
  * Conventions: functions return 0 (or a positive count) on success and a
  * negative errno on failure; constructors that return a pointer report the
- * error through an `int *err` out-parameter. One loop is owned by one thread.
+ * error through an `int *err` out-parameter (which may be NULL). One loop is
+ * owned by one thread: "Loop thread" below means the thread that runs the
+ * loop (its callbacks included) or, before the first sheaf_loop_run, the one
+ * thread that sets it up.
  */
 #ifndef SHEAF_H
 #define SHEAF_H
@@ -21,8 +24,8 @@ extern "C" {
 
 /*
  * Structs the caller allocates (struct sheaf_probe, sheaf_loop_config,
- * sheaf_callbacks, sheaf_stats) begin with `size`: the caller sets it to
- * sizeof the struct as it was compiled, and the library reads or writes
+ * sheaf_callbacks, sheaf_stats, sheaf_conn_info) begin with `size`: the
+ * caller sets it to sizeof the struct as it was compiled, and the library reads or writes
  * only that many bytes. Fields are only ever added at the end, so a program
  * built against an older sheaf.h keeps working with a newer libsheaf.so.0.
  * A size smaller than the first version of the struct is -EINVAL.
@@ -35,7 +38,7 @@ enum sheaf_io {
 	SHEAF_IO_RING,    /* send ring, one buffer per send, no bundles (baseline) */
 	SHEAF_IO_PLAIN,   /* one send per received buffer, no send ring */
 	SHEAF_IO_SENDMSG, /* recv bundles, queued buffers gathered into one sendmsg */
-	SHEAF_IO_EPOLL,   /* no io_uring: epoll with readv/writev on the same pool */
+	SHEAF_IO_EPOLL,   /* no io_uring: epoll with readv/sendmsg on the same pool */
 	SHEAF_IO__COUNT,
 };
 
@@ -105,7 +108,8 @@ struct sheaf_callbacks {
 	 * to it or close it. listen_data is what sheaf_listen was given. */
 	void (*on_accept)(struct sheaf_conn *c, void *listen_data);
 	/* An outgoing connection finished connecting; err is 0 or -errno
-	 * (then c is closed after the callback returns: on_close follows). */
+	 * (then c is closed after the callback returns, on_close follows, and
+	 * c cannot be started, linked or written to meanwhile). */
 	void (*on_connect)(struct sheaf_conn *c, int err);
 	/* Data arrived on a started, unlinked connection. The buffers go back
 	 * to the pool when this returns unless forwarded (sheaf_conn_forward);
@@ -152,6 +156,14 @@ struct sheaf_loop_config {
 			       * and new clients wait in the kernel's backlog until
 			       * one closes; 0 = max_conns */
 	uint32_t backlog;     /* listen(2) backlog; 0 = 4096 */
+	uint32_t drain_timeout_ms; /* how long a stop (sheaf_loop_stop) may take:
+				    * connections still open then are reset;
+				    * 0 = 2000 */
+	int soft_stop;        /* a stop closes only the listeners: connections go
+			       * on (receiving, connecting) until they end or the
+			       * program closes them, up to drain_timeout_ms.
+			       * 0: it closes every connection at once, and each
+			       * sends what it has queued first */
 };
 
 /* Limits for the configuration above. */
@@ -162,7 +174,8 @@ struct sheaf_loop_config {
 /*
  * Fills *cfg with the defaults and sets cfg->size: io auto, 4 KiB buffers,
  * 2048 receive buffers, 256 write buffers, 1024 connections, TCP_NODELAY on,
- * a 5 s connect timeout, a 30 s stall timeout, no idle timeout. Any thread.
+ * a 5 s connect timeout, a 30 s stall timeout, no idle timeout, a stop that
+ * closes connections at once and takes at most 2 s. Any thread.
  */
 void sheaf_loop_config_init(struct sheaf_loop_config *cfg);
 
@@ -172,7 +185,8 @@ int sheaf_config_check(const struct sheaf_loop_config *cfg);
 
 /*
  * Creates a loop: its io_uring (or epoll set, for SHEAF_IO_EPOLL), its
- * pools and connection table, all allocated here and never later. cfg and
+ * pools and connection table, allocated here and never grown (send rings,
+ * timers and posted functions are allocated as needed). cfg and
  * cb are copied; data is returned by sheaf_loop_data. Returns the loop, or
  * NULL with *err (if err is not NULL) set to -EINVAL (bad configuration or
  * callbacks size), -EOPNOTSUPP (io mode unsupported here), -ENOMEM, or
@@ -200,9 +214,11 @@ void *sheaf_loop_data(struct sheaf_loop *loop);
  */
 int sheaf_loop_run(struct sheaf_loop *loop);
 /*
- * Graceful stop: close listeners, let queued data drain (at most 2 s),
- * then close all connections; sheaf_loop_run returns after that. Any thread,
- * and async-signal-safe: it wakes the loop itself.
+ * Graceful stop: close listeners; then close every connection once its
+ * queued data is sent, or (soft_stop) let connections run until they end;
+ * those still open drain_timeout_ms (default 2 s) after the stop are reset.
+ * sheaf_loop_run returns once every connection is closed. Any thread, and
+ * async-signal-safe: it wakes the loop itself.
  */
 void sheaf_loop_stop(struct sheaf_loop *loop);
 /* Makes sheaf_loop_run return as soon as possible (connections stay open).
@@ -223,14 +239,16 @@ int sheaf_loop_post(struct sheaf_loop *loop,
  * now, then every every_ms milliseconds if every_ms is not 0. A one-shot
  * timer is freed after fn returns (t is invalid then); a periodic one lives
  * until sheaf_timer_cancel. Timers do not keep a stopping loop running.
- * Returns the timer, or NULL with *err = -ENOMEM. Loop thread only.
+ * Returns the timer, or NULL with *err = -ENOMEM (or -EINVAL: fn is NULL).
+ * Loop thread only.
  */
 struct sheaf_timer *sheaf_timer_add(struct sheaf_loop *loop, uint32_t after_ms,
 				    uint32_t every_ms,
 				    void (*fn)(struct sheaf_timer *t, void *arg),
 				    void *arg, int *err);
-/* Cancels and frees a timer that has not fired (or a periodic one), also
- * from inside its own fn. Loop thread only. */
+/* Cancels and frees a timer that has not fired, or a periodic one; from
+ * inside its own fn too (a one-shot timer is then freed after fn returns,
+ * as it would be anyway). NULL is allowed. Loop thread only. */
 void sheaf_timer_cancel(struct sheaf_timer *t);
 
 /*
@@ -244,9 +262,22 @@ int sheaf_listen(struct sheaf_loop *loop, const struct sockaddr *addr,
 		 socklen_t len, void *listen_data);
 
 /*
+ * Listens on fd, a stream socket bound and listening already (passed by
+ * systemd's socket activation, or inherited): as sheaf_listen, without the
+ * socket, bind and listen. On success the loop owns fd, sets FD_CLOEXEC on
+ * it (and O_NONBLOCK in the epoll mode) and closes it when freed; stopping
+ * never shuts the socket down, so a copy held elsewhere (systemd's) keeps
+ * listening. Returns fd, or -errno: -ENOSPC after 8 listeners, -EINVAL
+ * when fd is a socket but not a listening stream one, -ENOTSOCK, -EBADF;
+ * then fd is still the caller's. Loop thread, or before the loop first runs.
+ */
+int sheaf_listen_fd(struct sheaf_loop *loop, int fd, void *listen_data);
+
+/*
  * Starts connecting to addr (copied); on_connect reports the result
  * (-ETIMEDOUT after connect_timeout_ms). Returns the connection, or NULL
- * with *err: -EMFILE (no free slot, or stopping), -EINVAL, or socket()'s
+ * with *err: -EMFILE (no free slot, or stopping: with soft_stop, once the
+ * drain ended), -EINVAL, or socket()'s
  * error; then neither on_connect nor on_close is called. Data may be written to a
  * connection that is still connecting: it is sent once connected. Loop
  * thread.
@@ -265,7 +296,8 @@ int sheaf_conn_start(struct sheaf_conn *c);
  * directions are finished or either fails (the other then gets what it has
  * queued, and a reset instead of a FIN). Starts both; data a paused
  * connection (sheaf_conn_pause) holds goes to the other first, and pauses
- * end. 0, or -EINVAL (not both open, already linked, a == b). Loop thread.
+ * end. 0, or -EINVAL (not both open, already linked, a == b, or of two
+ * loops). Loop thread.
  */
 int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b);
 /*
@@ -274,7 +306,9 @@ int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b);
  * receiving connection's next receives are bounded by what `to` may still
  * hold, and it pauses until `to` has sent half of it (one sender per queue
  * is paused so: with several feeding one queue, only the first is held).
- * Returns 0, -EINVAL (not inside on_data, or twice) or -EPIPE (to is closing).
+ * `to` may still be connecting (the data is sent once it is connected) and
+ * must belong to the same loop. Returns 0, -EINVAL (not inside on_data,
+ * twice, or another loop's connection) or -EPIPE (to is closing or failed).
  */
 int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b);
 
@@ -282,7 +316,7 @@ int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b);
  * Stops on_data and on_eof for a started, unlinked connection until
  * sheaf_conn_resume: data of a receive already in flight is held (not
  * lost) and delivered first after resuming. 0, or -EINVAL (not started,
- * linked, or not open). Loop thread.
+ * linked, not open, or paused already). Loop thread.
  */
 int sheaf_conn_pause(struct sheaf_conn *c);
 /* Ends a pause: held data is delivered during the loop's next turn, then
@@ -298,7 +332,8 @@ int sheaf_conn_resume(struct sheaf_conn *c);
  *            write pool is empty; on_writable follows
  *   -EPIPE   c is closing, half-closed by us, or gone through an error
  *   -ENOBUFS the loop has no write pool (write_bufs = 0)
- * A return below len also means on_writable follows. len = 0 returns 0.
+ * A return below len also means on_writable follows. len = 0 returns 0
+ * when c could be written (else the error above).
  * c may still be connecting. Loop thread.
  */
 ssize_t sheaf_conn_write(struct sheaf_conn *c, const void *data, size_t len);
@@ -323,8 +358,8 @@ int sheaf_conn_write_buf(struct sheaf_conn *c, void *buf, size_t len);
 void sheaf_buf_put(struct sheaf_loop *loop, void *buf);
 
 /*
- * Closes c after its queued data is sent (half-closing our side first);
- * on_close follows. A connection still connecting is dropped at once.
+ * Closes c once its queued data is sent: the peer sees a FIN, or a reset if
+ * data it sent is still unread (or c failed); on_close follows. A connection still connecting is dropped at once.
  * Calling it again, or on a closing connection, does nothing. Loop thread.
  */
 void sheaf_conn_close(struct sheaf_conn *c);
@@ -333,11 +368,32 @@ void sheaf_conn_close(struct sheaf_conn *c);
  * (NULL for an accepted connection until set). Loop thread. */
 void *sheaf_conn_data(const struct sheaf_conn *c);
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data);
+/* The loop c belongs to. Loop thread. */
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c);
 /* The connection's socket, for getpeername, getsockopt and the like; the
  * loop owns it (never read, write or close it, nor change its flags). Valid
  * until on_close: the socket is closed before that callback. Loop thread. */
 int sheaf_conn_fd(const struct sheaf_conn *c);
+
+/* What the library counted for one connection (sheaf_conn_info). */
+struct sheaf_conn_info {
+	uint32_t size;      /* sizeof(struct sheaf_conn_info), set by the caller */
+	uint32_t flags;     /* SHEAF_CONN_* below */
+	uint64_t bytes_in;  /* bytes received on it */
+	uint64_t bytes_out; /* bytes sent on it (taken by the kernel) */
+};
+#define SHEAF_CONN_ACCEPTED    0x1u /* from a listener (else from sheaf_connect) */
+#define SHEAF_CONN_PEER_FAILED 0x2u /* its error is not its own: it was reset
+				      * because the connection linked to it
+				      * failed (sheaf_conn_link) */
+
+/*
+ * Fills info->size bytes of *info with what the library counted for c. Valid
+ * from on_accept (or sheaf_connect) until on_close returns, on_close
+ * included. 0, or -EINVAL (info->size smaller than the first version).
+ * Loop thread.
+ */
+int sheaf_conn_info(const struct sheaf_conn *c, struct sheaf_conn_info *info);
 
 /*
  * Statistics of one loop (sheaf_loop_stats). Each field is named once, in
@@ -345,8 +401,14 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
  * for every field (see struct sheaf_stats). Loops are independent: the
  * totals of several are the sums of their fields, gauges included.
  */
-/* Counters (uint64_t): events since the loop was created. */
-#define SHEAF_STATS_COUNTERS(X) \
+/*
+ * Counters (uint64_t): events since the loop was created. SHEAF_STATS_COUNTERS
+ * names them all; in the struct, those added after its first version
+ * (SHEAF_STATS_COUNTERS_V1) follow the gauges, since fields are only ever
+ * added at the end.
+ */
+#define SHEAF_STATS_COUNTERS(X) SHEAF_STATS_COUNTERS_V0(X) SHEAF_STATS_COUNTERS_V1(X)
+#define SHEAF_STATS_COUNTERS_V0(X) \
 	X(accepted)        /* connections accepted */ \
 	X(rejected)        /* accepted, then closed at once (stopping) */ \
 	X(accept_pauses)   /* listeners stopped at accept_max or out of slots or \
@@ -372,6 +434,25 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 			      did not match ours */ \
 	X(idle_closed)     /* connections closed by idle_timeout_ms */ \
 	X(stall_closed)    /* connections closed by stall_timeout_ms */
+#define SHEAF_STATS_COUNTERS_V1(X) \
+	X(enters)          /* calls into the kernel to submit and wait: \
+			      io_uring_enter (epoll: epoll_wait) */ \
+	SHEAF_STATS_HIST(X, recv) /* receive completions with data, by \
+				     the buffers each filled */ \
+	SHEAF_STATS_HIST(X, send) /* send completions (send_cqes), by the \
+				     buffers each sent in full */
+/*
+ * A histogram in power-of-two buckets: OP_hist_N counts the completions
+ * that moved more than N/2 and at most N buffers (OP_hist_1: one or none),
+ * OP_hist_more those that moved more than 256. The sum of a
+ * histogram's buckets is recv_cqes (send_cqes); their buffers, recv_bufs
+ * (send_bufs).
+ */
+#define SHEAF_STATS_HIST(X, op) \
+	X(op##_hist_1) X(op##_hist_2) X(op##_hist_4) X(op##_hist_8) X(op##_hist_16) \
+	X(op##_hist_32) X(op##_hist_64) X(op##_hist_128) X(op##_hist_256) \
+	X(op##_hist_more)
+#define SHEAF_STATS_HIST_BUCKETS 10
 /* Gauges (uint32_t): the state when sheaf_loop_stats is called. */
 #define SHEAF_STATS_GAUGES(X) \
 	X(pool_bufs)       /* buffers in the pools (receive and write) */ \
@@ -383,8 +464,9 @@ int sheaf_conn_fd(const struct sheaf_conn *c);
 #define SHEAF__STATS_U32(name) uint32_t name;
 struct sheaf_stats {
 	uint32_t size; /* sizeof(struct sheaf_stats), set by the caller */
-	SHEAF_STATS_COUNTERS(SHEAF__STATS_U64)
+	SHEAF_STATS_COUNTERS_V0(SHEAF__STATS_U64)
 	SHEAF_STATS_GAUGES(SHEAF__STATS_U32)
+	SHEAF_STATS_COUNTERS_V1(SHEAF__STATS_U64)
 };
 #undef SHEAF__STATS_U64
 #undef SHEAF__STATS_U32

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every test: unit tests (cmocka), the kernel-behaviour programs
 # (tests/kernel: exit 77 where the kernel lacks bundles) and end-to-end tests, first on the
-# normal build, then on the ASan + UBSan build. Ends with one summary line
+# normal build, then on the ASan + UBSan build; then each libFuzzer harness over its seed
+# corpus (tests/fuzz_corpus.sh; skipped without clang). Ends with one summary line
 # "N passed, N failed, N skipped" and exits non-zero when any failed.
 cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0 skip=0
@@ -27,8 +28,10 @@ count_unit() { # binary label
 count_e2e() { # script label [args]
 	s=$1 label=$2
 	shift 2
+	t0=$(date +%s)
 	timeout 900 "$s" "$@" >"$log" 2>&1
 	rc=$?
+	secs=$(($(date +%s) - t0))
 	p=$(grep -c '^ok ' "$log") f=$(grep -c '^FAIL' "$log")
 	if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
 		case $rc in 0) p=1 ;; 77) skip=$((skip + 1)) ;; *) f=1 ;; esac
@@ -36,7 +39,7 @@ count_e2e() { # script label [args]
 		f=1
 	fi
 	pass=$((pass + p)) fail=$((fail + f))
-	echo "e2e   $label: $p passed, $f failed (exit $rc)"
+	echo "e2e   $label: $p passed, $f failed (exit $rc, ${secs} s)"
 	sed -n 's/^ok /  ok   /p' "$log"
 	[ "$f" -ne 0 ] && { grep -v '^ok ' "$log" | tail -40; failed_list="$failed_list $label"; }
 	[ "$rc" -eq 77 ] && sed -n 1p "$log"
@@ -65,8 +68,13 @@ for build in build build-san; do
 		lib) ;;
 		# valgrind cannot run ASan binaries: the normal build only
 		valgrind) [ $build = build ] && count_e2e "$t" "$build/$name" ;;
+		# no sheaf binary in them: once is enough
+		man_pages | api_doc) [ $build = build ] && count_e2e "$t" "$build/$name" ;;
 		proxy_matrix)
-			for m in bundle ring plain sendmsg epoll; do
+			# every mode on the normal build, the two backends under the sanitizers
+			modes="bundle ring plain sendmsg epoll"
+			[ $build = build-san ] && modes="bundle epoll"
+			for m in $modes; do
 				count_e2e "$t" "$build/$name:$m" "$m"
 			done ;;
 		*) count_e2e "$t" "$build/$name" ;;
@@ -80,6 +88,11 @@ for build in build build-san; do
 		export SOAK_SECONDS SOAK_MODES
 		count_e2e tests/soak.sh "$build/soak"
 	fi
+done
+# the libFuzzer harnesses (build-fuzz/, make fuzz-bin), each over its seeds
+for f in fuzz/fuzz_*.c; do
+	name=$(basename "$f" .c)
+	count_e2e tests/fuzz_corpus.sh "$name" "${name#fuzz_}"
 done
 [ -n "$failed_list" ] && echo "failed:$failed_list"
 echo "$pass passed, $fail failed, $skip skipped"

@@ -124,10 +124,16 @@ int bench_parse_rate(const char *s, double *mbps)
 	static const struct { const char *unit; double mult; } units[] = {
 		{ "tbit", 1e6 }, { "gbit", 1e3 }, { "mbit", 1 }, { "kbit", 1e-3 }, { "bit", 1e-6 },
 	};
+	size_t n = strspn(s, "0123456789.");
 	char *end;
-	double v = strtod(s, &end);
+	double v;
 
-	if (end == s || v <= 0)
+	/* digits and a point only: strtod alone would take " 1", "+1", "inf",
+	 * "nan", "1e999" and "0x1p3" */
+	if (!n || s[0] == '.')
+		return -EINVAL;
+	v = strtod(s, &end);
+	if (end != s + n || !(v > 0) || v > 1e9)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (!strcasecmp(end, units[i].unit)) {

@@ -61,10 +61,8 @@ static int list_item(int c, const char *item, unsigned i, struct bench_opts *o)
 	int mode = sheaf_io_parse(item);
 	uint64_t v;
 
-	if (c == 's' && (parse_size(item, &v) || !v || v > SHEAF_MAX_BUF_SIZE)) {
-		say("bench", "--sizes: bad size '%s' (1 to 1M)", item);
+	if (c == 's' && size_opt("bench", "sizes", item, 1, SHEAF_MAX_BUF_SIZE, &v))
 		return EXIT_USAGE;
-	}
 	if (c == 'm' && mode <= 0) {
 		say("bench", "--modes: unknown mode '%s' (bundle, ring, plain, sendmsg, epoll)", item);
 		return EXIT_USAGE;
@@ -113,20 +111,15 @@ static int parse_opt(int c, struct bench_opts *o)
 	case 's': case 'm': case 'p':
 		return parse_list_opt(c, optarg, o);
 	case 'b':
-		if (!parse_size(optarg, &o->bytes) && o->bytes)
-			return 0;
-		say("bench", "--bytes %s: not a size", optarg);
-		return EXIT_USAGE;
-	case 'r': case 'c':
-		if (!parse_u32(optarg, c == 'r' ? &o->runs : &o->conns) &&
-		    (c == 'r' ? o->runs && o->runs <= BENCH_RUNS : o->conns && o->conns <= 4000))
-			return 0;
-		say("bench", "--%s %s: must be 1 to %d", c == 'r' ? "runs" : "conns", optarg,
-		    c == 'r' ? BENCH_RUNS : 4000);
-		return EXIT_USAGE;
+		return size_opt("bench", "bytes", optarg, 1, UINT64_MAX, &o->bytes);
+	case 'r':
+		return u32_opt("bench", "runs", optarg, 1, BENCH_RUNS, &o->runs);
+	case 'c':
+		return u32_opt("bench", "conns", optarg, 1, 4000, &o->conns);
 	case 'l':
 		if (bench_parse_rate(optarg, &o->link_mbps)) {
-			say("bench", "--link-rate %s: not a rate (like 100mbit, 1gbit, 10gbit)", optarg);
+			say("bench", "--link-rate %s: not a rate (digits, a fraction if wanted, then "
+			    "kbit, mbit, gbit or tbit: 100mbit, 2.5gbit)", optarg);
 			return EXIT_USAGE;
 		}
 		o->link_rate = optarg;
@@ -148,7 +141,7 @@ static int parse_opt(int c, struct bench_opts *o)
 	case 'j': o->json = optarg; return 0;
 	case 'P': o->plot = optarg; return 0;
 	case 'M': o->markdown = optarg; return 0;
-	case 'h': fputs(help, stdout); exit(0);
+	case 'h': return ARGS_HELP;
 	}
 	fputs(help, stderr);
 	return EXIT_USAGE;
@@ -249,18 +242,34 @@ static int sweep(struct bench_env *env, const struct bench_opts *o, struct bench
 	return failed;
 }
 
+static const struct bench_opts defaults = {
+	.sizes = { 32, 80, 320, 1024, 4096, 65536 }, .nsizes = 6,
+	.modes = { SHEAF_IO_RING, SHEAF_IO_BUNDLE, SHEAF_IO_SENDMSG, SHEAF_IO_PLAIN,
+		   SHEAF_IO_EPOLL }, .nmodes = 5,
+	.runs = 3, .bytes = 256u << 20, .conns = 64
+};
+
+int bench_check_args(int argc, char **argv)
+{
+	struct bench_opts o = defaults;
+
+	return parse(argc, argv, &o);
+}
+
 int cmd_bench(int argc, char **argv)
 {
-	static struct bench_opts o = { .sizes = { 32, 80, 320, 1024, 4096, 65536 }, .nsizes = 6,
-				       .modes = { SHEAF_IO_RING, SHEAF_IO_BUNDLE, SHEAF_IO_SENDMSG,
-						  SHEAF_IO_PLAIN, SHEAF_IO_EPOLL }, .nmodes = 5, .runs = 3,
-				       .bytes = 256u << 20, .conns = 64 };
+	static struct bench_opts o;
 	static struct bench_cell cells[BENCH_MAX * BENCH_MAX * 2];
 	static struct bench_env env;
 	unsigned n = 0;
 	int ret, failed;
 
-	if ((ret = parse(argc, argv, &o)))
+	o = defaults;
+	if ((ret = parse(argc, argv, &o)) == ARGS_HELP) {
+		fputs(help, stdout);
+		return 0;
+	}
+	if (ret)
 		return ret;
 	signal(SIGPIPE, SIG_IGN);
 	cleanup_env = &env;

@@ -15,26 +15,50 @@ static const char help[] =
 
 static const char *yes_no(int v) { return v ? "yes" : "no"; }
 
-int cmd_probe(int argc, char **argv)
+static int parse(int argc, char **argv, bool *json)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, 0, 'j' }, { "help", no_argument, 0, 'h' }, { 0 }
 	};
-	struct sheaf_probe p = { .size = sizeof(p) };
-	int json = 0, c, io;
-	const char *env = getenv("SHEAF_IO");
+	int c;
 
 	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
 		if (c == 'j') {
-			json = 1;
+			*json = true;
 		} else if (c == 'h') {
-			fputs(help, stdout);
-			return 0;
+			return ARGS_HELP;
 		} else {
 			fputs(help, stderr);
 			return EXIT_USAGE;
 		}
 	}
+	if (optind < argc) {
+		say("probe", "unexpected argument '%s'", argv[optind]);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+int probe_check_args(int argc, char **argv)
+{
+	bool json = false;
+
+	return parse(argc, argv, &json);
+}
+
+int cmd_probe(int argc, char **argv)
+{
+	struct sheaf_probe p = { .size = sizeof(p) };
+	const char *env = getenv("SHEAF_IO");
+	bool json = false;
+	int ret, io;
+
+	if ((ret = parse(argc, argv, &json)) == ARGS_HELP) {
+		fputs(help, stdout);
+		return 0;
+	}
+	if (ret)
+		return ret;
 	sheaf_probe(&p);
 	io = sheaf_io_resolve(SHEAF_IO_AUTO);
 	if (json) {

@@ -33,6 +33,8 @@ static const char help[] =
 	"  --duration SECONDS   with --rr: stop after this long (may be fractional) if --bytes\n"
 	"                       were not all echoed by then\n"
 	"  --json               one JSON result line on stdout\n"
+	"Signals: SIGUSR1 prints a counters line on stderr and goes on; SIGHUP is logged\n"
+	"and ignored; SIGUSR2 and SIGPIPE are ignored.\n"
 	"Exit status: 0 when everything was sent (and echoed intact), 1 otherwise, 2 on bad usage.\n";
 
 struct source_opts {
@@ -76,6 +78,7 @@ struct source {
 	uint64_t txns;        /* transactions completed, all connections */
 	uint64_t *lat;        /* latencies in ns */
 	size_t nlat, cap_lat;
+	sigset_t wait_mask;   /* during epoll_pwait: SIGHUP and SIGUSR1 come in */
 };
 
 /* A positive, finite number of seconds: "2", "0.25", "1e-3". */
@@ -84,8 +87,9 @@ static int parse_seconds(const char *s, double *out)
 	char *end;
 	double v;
 
-	if (!((*s >= '0' && *s <= '9') || *s == '.'))
-		return -EINVAL; /* strtod would take " 1", "-1", "inf", "nan" */
+	/* strtod alone would take " 1", "-1", "inf", "nan" and "0x1p3" */
+	if (!((*s >= '0' && *s <= '9') || *s == '.') || s[strspn(s, "0123456789.eE+-")])
+		return -EINVAL;
 	errno = 0;
 	v = strtod(s, &end);
 	if (errno || *end || !isfinite(v) || v <= 0)
@@ -100,10 +104,8 @@ static int parse_rr(struct source_opts *o, int c, const char *val)
 	uint64_t v;
 
 	if (c == 'r') {
-		if (parse_size(val, &v) || !v || v > (1u << 20)) {
-			say("source", "--rr %s: must be 1 to 1M bytes", val);
+		if (size_opt("source", "rr", val, 1, 1u << 20, &v))
 			return EXIT_USAGE;
-		}
 		o->rr = (uint32_t)v;
 	} else if (parse_seconds(val, &o->duration)) {
 		say("source", "--duration %s: must be a positive number of seconds", val);
@@ -122,6 +124,7 @@ static int parse(int argc, char **argv, struct source_opts *o)
 		{ "rr", required_argument, 0, 'r' },      { "duration", required_argument, 0, 'd' },
 		{ "help", no_argument, 0, 'h' },          { 0 }
 	};
+	uint64_t v;
 	int c, idx;
 
 	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
@@ -132,29 +135,21 @@ static int parse(int argc, char **argv, struct source_opts *o)
 			o->have_to = true;
 			break;
 		case 'n':
-			if (parse_u32(optarg, &o->conns) || !o->conns || o->conns > 9990) {
-				say("source", "--conns %s: must be 1 to 9990", optarg);
+			if (u32_opt("source", "conns", optarg, 1, 9990, &o->conns))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'b':
-			if (parse_size(optarg, &o->bytes)) {
-				say("source", "--bytes %s: not a size (like 16M)", optarg);
+			if (size_opt("source", "bytes", optarg, 0, UINT64_MAX, &o->bytes))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'w':
-			if (parse_u32(optarg, &o->write_size) || !o->write_size ||
-			    o->write_size > PATTERN_LEN) {
-				say("source", "--write-size %s: must be 1 to 1M", optarg);
+			if (size_opt("source", "write-size", optarg, 1, PATTERN_LEN, &v))
 				return EXIT_USAGE;
-			}
+			o->write_size = (uint32_t)v;
 			break;
 		case 's':
-			if (parse_size(optarg, &o->seed)) {
-				say("source", "--seed %s: not a number", optarg);
+			if (num_opt("source", "seed", optarg, 0, UINT64_MAX, &o->seed))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'r':
 		case 'd':
@@ -164,7 +159,7 @@ static int parse(int argc, char **argv, struct source_opts *o)
 		case 'v': o->verify = true; break;
 		case 'e': o->echo = true; break;
 		case 'j': o->json = true; break;
-		case 'h': fputs(help, stdout); exit(0);
+		case 'h': return ARGS_HELP;
 		default: fputs(help, stderr); return EXIT_USAGE;
 		}
 	}
@@ -508,6 +503,22 @@ static void stop_all(struct source *s)
 		conn_done(s, &s->c[i], 0);
 }
 
+/* SIGUSR1: where the run is, on stderr (stdout keeps the one result line). */
+static void counters(const struct source *s)
+{
+	uint64_t sent = 0, total = 0, echoed = 0;
+
+	for (uint32_t i = 0; i < s->o.conns; i++) {
+		sent += s->c[i].sent;
+		total += s->c[i].total;
+		echoed += s->c[i].echoed;
+	}
+	fprintf(stderr, "sheaf source: counters {\"conns\":%u,\"open\":%u,\"sent\":%llu,"
+		"\"total\":%llu,\"echoed\":%llu,\"transactions\":%llu,\"failed\":%d}\n",
+		s->o.conns, s->open, (unsigned long long)sent, (unsigned long long)total,
+		(unsigned long long)echoed, (unsigned long long)s->txns, s->failed);
+}
+
 static int run(struct source *s)
 {
 	struct epoll_event evs[256];
@@ -516,7 +527,10 @@ static int run(struct source *s)
 		return 1;
 	while (s->open) {
 		int ms = wait_ms(s);
-		int n = epoll_wait(s->ep, evs, 256, ms);
+		int n = epoll_pwait(s->ep, evs, 256, ms, &s->wait_mask);
+
+		if (info_signals_take("source") & INFO_USR1)
+			counters(s);
 
 		if (s->deadline && now_sec() >= s->deadline) {
 			stop_all(s);
@@ -608,14 +622,33 @@ static int rr_init(struct source *s)
 	return s->lat ? 0 : -ENOMEM;
 }
 
+static const struct source_opts defaults = {
+	.conns = 1, .write_size = 65536, .bytes = 64ull << 20, .seed = 1
+};
+
+int source_check_args(int argc, char **argv)
+{
+	struct source_opts o = defaults;
+
+	return parse(argc, argv, &o);
+}
+
 int cmd_source(int argc, char **argv)
 {
-	struct source s = { .o = { .conns = 1, .write_size = 65536, .bytes = 64ull << 20, .seed = 1 } };
+	struct source s = { .o = defaults };
 	double t0, secs;
 	int ret;
 
-	if ((ret = parse(argc, argv, &s.o)))
+	if ((ret = parse(argc, argv, &s.o)) == ARGS_HELP) {
+		fputs(help, stdout);
+		return 0;
+	}
+	if (ret)
 		return ret;
+	if ((ret = info_signals(&s.wait_mask))) {
+		say("source", "cannot set up signals: %s", strerror(-ret));
+		return 1;
+	}
 	s.c = calloc(s.o.conns, sizeof(*s.c));
 	s.rbuf = malloc(1 << 20);
 	s.ep = epoll_create1(EPOLL_CLOEXEC);

@@ -90,6 +90,7 @@ static size_t feed_header(struct stream_check *s, const uint8_t *d, size_t len,
 	if (s->hdr_got < STREAM_HDR)
 		return n;
 	if (memcmp(s->hdr, magic, 8) || get64(s->hdr + 8) > 0xffffffffu) {
+		s->bad_hdr = true;
 		fail(s, 0, "bad stream header");
 		return n;
 	}
@@ -131,10 +132,14 @@ void stream_feed(struct stream_check *s, const uint8_t *d, size_t len,
 		size_t pos = (size_t)((s->start + s->off) % PATTERN_LEN);
 		size_t n = len < PATTERN_LEN ? len : PATTERN_LEN;
 
-		if (s->off + n > s->len) {
+		/* the bytes up to the end first: how the bytes were split into
+		 * reads must not change which fault is named */
+		if (s->off == s->len) {
 			fail(s, s->len, "extra bytes after the stream's end");
 			return;
 		}
+		if (n > s->len - s->off)
+			n = (size_t)(s->len - s->off);
 		if (memcmp(d, s->pat->bytes + pos, n)) {
 			report_mismatch(s, d, s->pat->bytes + pos, n);
 			return;

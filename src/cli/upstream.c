@@ -26,6 +26,7 @@ int ups_init(struct upstreams *u)
 	for (unsigned i = 0; i < u->n; i++) {
 		u->u[i].conns = u->u[i].fails = 0;
 		u->u[i].trial = false;
+		u->u[i].attempts = u->u[i].failures = 0;
 	}
 	u->next = 0;
 	atomic_init(&u->no_upstream, 0);
@@ -116,6 +117,7 @@ int ups_pick(struct upstreams *u, uint32_t *tried, uint32_t hash, double now,
 
 		*tried |= 1u << i;
 		up->conns++;
+		up->attempts++;
 		up->trial |= pk->trial;
 		pk->while_down = up->fails > 0;
 		pk->pending = true;
@@ -177,6 +179,8 @@ void ups_result(struct upstreams *u, struct up_pick *pk, int err, double now)
 	pthread_mutex_lock(&u->lock);
 	if (pk->trial)
 		u->u[pk->idx].trial = false;
+	if (err)
+		u->u[pk->idx].failures++;
 	verdict(u, (unsigned)pk->idx, pk->while_down, err, now);
 	pthread_mutex_unlock(&u->lock);
 	pk->pending = pk->trial = false;
@@ -210,6 +214,16 @@ bool ups_is_down(struct upstreams *u, unsigned i)
 	down = u->u[i].fails > 0;
 	pthread_mutex_unlock(&u->lock);
 	return down;
+}
+
+void ups_stat(struct upstreams *u, unsigned i, struct ups_stat *out)
+{
+	pthread_mutex_lock(&u->lock);
+	out->conns = u->u[i].conns;
+	out->down = u->u[i].fails > 0;
+	out->attempts = u->u[i].attempts;
+	out->failures = u->u[i].failures;
+	pthread_mutex_unlock(&u->lock);
 }
 
 unsigned ups_down_count(struct upstreams *u)

@@ -40,6 +40,15 @@ struct upstream {
 	bool trial;         /* a client is trying it after its pause */
 	double failed_at;   /* last failure (seconds, now_sec clock) */
 	double retry_at;    /* end of the pause */
+	uint64_t attempts;  /* connects started for clients */
+	uint64_t failures;  /* of those, failed or timed out (any cause) */
+};
+
+/* One upstream's state, read at once (for the metrics). */
+struct ups_stat {
+	unsigned conns;
+	bool down;
+	uint64_t attempts, failures;
 };
 
 struct upstreams {
@@ -89,6 +98,7 @@ void ups_end(struct upstreams *u, struct up_pick *pk);
  * `was_down`, as read by ups_is_down before the check). */
 void ups_check_result(struct upstreams *u, unsigned i, bool was_down, int err, double now);
 bool ups_is_down(struct upstreams *u, unsigned i);
+void ups_stat(struct upstreams *u, unsigned i, struct ups_stat *out);
 unsigned ups_down_count(struct upstreams *u);
 
 /* Hash of a peer's IP address (not its port); IPv4-mapped IPv6 addresses

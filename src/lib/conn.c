@@ -4,6 +4,7 @@
  * public connection API.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <sys/types.h>
 #include <netinet/tcp.h>
@@ -199,8 +200,10 @@ static void unlink_peer(struct sheaf_conn *c)
 	c->peer = NULL;
 	if (p->peer == c) {
 		p->peer = NULL;
-		if (c->err && !p->err)
+		if (c->err && !p->err) {
 			p->err = -ECONNRESET;
+			p->peer_failed = true;
+		}
 		sheaf_conn_close(p);
 	}
 }
@@ -266,18 +269,21 @@ void sheaf__conn_connected(struct sheaf_conn *c, int res)
 	if (c->state != SHEAF__CONNECTING)
 		return; /* gone already (timed out, closed) */
 	deadline_remove(c);
-	c->state = SHEAF__OPEN;
-	if (res < 0)
-		l->st.connect_failed++;
-	if (l->cb.on_connect)
-		l->cb.on_connect(c, res);
 	if (res < 0) {
+		/* still not open in its on_connect: no start, link or write */
+		l->st.connect_failed++;
+		c->err = res;
+		if (l->cb.on_connect)
+			l->cb.on_connect(c, res);
 		sheaf__conn_abort(c, res);
-	} else {
-		if (c->q.count && c->state != SHEAF__DEAD)
-			send_more(c); /* written while it was connecting */
-		progress(c);
+		return;
 	}
+	c->state = SHEAF__OPEN;
+	if (l->cb.on_connect)
+		l->cb.on_connect(c, 0);
+	if (c->q.count && c->state != SHEAF__DEAD)
+		send_more(c); /* written while it was connecting (closing: still sent) */
+	progress(c);
 }
 
 /* ---- data ------------------------------------------------------------- */
@@ -368,6 +374,8 @@ static void on_recv(struct sheaf_conn *c, const struct sheaf__event *ev)
 	}
 	if (ev->res > 0 && (ev->flags & IORING_CQE_F_BUFFER)) {
 		n = sheaf__recv_map(l, c->dir, ev);
+		if (n >= 0)
+			c->bytes_in += (uint32_t)ev->res;
 		if (n < 0)
 			sheaf__conn_abort(c, n);
 		else if (c->state == SHEAF__OPEN)
@@ -378,7 +386,8 @@ static void on_recv(struct sheaf_conn *c, const struct sheaf__event *ev)
 	} else if (ev->res == 0 && c->state == SHEAF__OPEN) {
 		recv_eof(c);
 	} else if (ev->res == -ENOBUFS) {
-		l->st.recv_enobufs++; /* waits below */
+		l->st.recv_enobufs++;
+		sheaf__recv_wait(c);
 	} else if (ev->res < 0 && ev->res != -ECANCELED) {
 		sheaf__conn_abort(c, ev->res);
 	}
@@ -404,14 +413,16 @@ static void writable(struct sheaf_conn *c)
 }
 
 /* At the start of a turn: connections that waited for the write pool, in
- * the order they waited, while it has free buffers. */
+ * the order they waited, while it has free buffers. One still connecting is
+ * told too: it may be written to, and no send of its own would tell it. */
 void sheaf__conn_writable(struct sheaf_loop *l)
 {
 	while (l->wwait && sheaf__pool_free(&l->pool[SHEAF__DIR_APP])) {
 		struct sheaf_conn *c = l->wwait;
 
 		l->wwait = c->wwait_next;
-		if (!c->want_write || c->q.count > l->hold_max / 2 || c->state != SHEAF__OPEN)
+		if (!c->want_write || c->q.count > l->hold_max / 2 ||
+		    (c->state != SHEAF__OPEN && c->state != SHEAF__CONNECTING))
 			continue; /* told already; its queue's drain calls it; or it went */
 		c->want_write = false;
 		if (l->cb.on_writable)
@@ -432,7 +443,9 @@ static void on_send(struct sheaf_conn *c, const struct sheaf__event *ev)
 	}
 	ret = l->be->send_done(c, ev, l->bids, &n);
 	l->st.bytes_out += before - c->q.bytes;
+	c->bytes_out += before - c->q.bytes;
 	l->st.send_bufs += (uint32_t)n;
+	l->hist[SHEAF__HIST_SEND][sheaf__hist_bucket((uint32_t)n)]++;
 	if (before != c->q.bytes)
 		c->active = c->sent_at = l->now;
 	while (n)
@@ -484,8 +497,10 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *l, const struct sockaddr *ad
 				 socklen_t len, void *data, int *err)
 {
 	struct sheaf_conn *c;
-	int fd, ret;
+	int fd, ret, dummy;
 
+	if (!err)
+		err = &dummy;
 	if (len > sizeof(c->addr)) {
 		*err = -EINVAL;
 		return NULL;
@@ -495,7 +510,9 @@ struct sheaf_conn *sheaf_connect(struct sheaf_loop *l, const struct sockaddr *ad
 		*err = -errno;
 		return NULL;
 	}
-	c = l->stopping ? NULL : sheaf__conn_new(l, fd, SHEAF__DIR_OUT);
+	/* a soft stop lets connections go on, and connect, until its end */
+	c = l->stopping && (!l->cfg.soft_stop || l->drained) ? NULL :
+	    sheaf__conn_new(l, fd, SHEAF__DIR_OUT);
 	if (!c) {
 		close(fd);
 		*err = -EMFILE;
@@ -552,7 +569,7 @@ static void hand_over_held(struct sheaf_conn *c)
 
 int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b)
 {
-	if (a == b || a->peer || b->peer || a->state != SHEAF__OPEN ||
+	if (a == b || a->loop != b->loop || a->peer || b->peer || a->state != SHEAF__OPEN ||
 	    b->state != SHEAF__OPEN)
 		return -EINVAL;
 	a->peer = b;
@@ -569,9 +586,9 @@ int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b)
 	struct sheaf_loop *l = to->loop;
 	struct sheaf_conn *src = l->cur_src;
 
-	if (!src || l->cur_forwarded || b->iov != l->iov)
+	if (!src || l->cur_forwarded || b->iov != l->iov || to->loop != l)
 		return -EINVAL;
-	if (to->state != SHEAF__OPEN)
+	if ((to->state != SHEAF__OPEN && to->state != SHEAF__CONNECTING) || to->err)
 		return -EPIPE;
 	l->cur_forwarded = true;
 	queue_on(to, l->bids, l->cur_n);
@@ -773,6 +790,22 @@ void sheaf_buf_put(struct sheaf_loop *l, void *buf)
 }
 
 int sheaf_conn_fd(const struct sheaf_conn *c) { return c->fd; }
+
+int sheaf_conn_info(const struct sheaf_conn *c, struct sheaf_conn_info *out)
+{
+	struct sheaf_conn_info i = { .size = sizeof(i) };
+
+	if (out->size < offsetof(struct sheaf_conn_info, bytes_out) + sizeof(i.bytes_out))
+		return -EINVAL;
+	i.flags = (c->dir == SHEAF__DIR_IN ? SHEAF_CONN_ACCEPTED : 0) |
+		  (c->peer_failed ? SHEAF_CONN_PEER_FAILED : 0);
+	i.bytes_in = c->bytes_in;
+	i.bytes_out = c->bytes_out;
+	if (out->size < i.size)
+		i.size = out->size;
+	memcpy(out, &i, i.size);
+	return 0;
+}
 void *sheaf_conn_data(const struct sheaf_conn *c) { return c->data; }
 void sheaf_conn_set_data(struct sheaf_conn *c, void *data) { c->data = data; }
 struct sheaf_loop *sheaf_conn_loop(const struct sheaf_conn *c) { return c->loop; }

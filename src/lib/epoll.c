@@ -3,8 +3,8 @@
  * comparison). It plays the kernel's part on the same pools and reports
  * the same events: a receive is one readv into the free buffers at the
  * head of the connection's pool ring (mapped like a recv bundle), a send
- * is one writev of the queue, and both complete with an event carrying the
- * bytes. Level-triggered; interest follows what is in flight.
+ * is one gathering sendmsg of the queue, and both complete with an event
+ * carrying the bytes. Level-triggered; interest follows what is in flight.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -136,9 +136,13 @@ static void ep_pause(struct sheaf_loop *l, unsigned i)
 	epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_DEL, l->listen[i].fd, NULL);
 }
 
+/* For good: new clients are refused from now on, as with io_uring; but a
+ * socket another process listens on too (sheaf_listen_fd) goes on listening. */
 static void ep_unlisten(struct sheaf_loop *l, unsigned i)
 {
 	epoll_ctl(ep_of(l)->epfd, EPOLL_CTL_DEL, l->listen[i].fd, NULL);
+	if (!l->listen[i].adopted)
+		shutdown(l->listen[i].fd, SHUT_RDWR);
 	l->listen[i].armed = false; /* nothing in flight to report it */
 }
 
@@ -172,13 +176,21 @@ static void ep_recv_cancel(struct sheaf_conn *c)
 	interest(c);
 }
 
-/* Writes what is queued; the bytes are reported as a send event. */
+/*
+ * Writes what is queued; the bytes are reported as a send event. sendmsg,
+ * not writev: a write to a peer that is gone must fail with EPIPE, not
+ * raise SIGPIPE in a program that never asked for it (the io_uring
+ * modes' sends do not raise it either).
+ */
 static void write_queue(struct sheaf_conn *c)
 {
 	struct sheaf_loop *l = c->loop;
 	struct iovec iov[EP_IOV];
-	unsigned n = sheaf__sendq_take(l->pool, &c->q, iov, NULL, EP_IOV);
-	ssize_t w = writev(c->fd, iov, (int)n);
+	struct msghdr mh = { .msg_iov = iov };
+	ssize_t w;
+
+	mh.msg_iovlen = sheaf__sendq_take(l->pool, &c->q, iov, NULL, EP_IOV);
+	w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
 
 	if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
 		sheaf__sendq_unhand(&c->q);
@@ -339,6 +351,7 @@ static int ep_wait(struct sheaf_loop *l, int timeout_ms,
 	 * what closed, re-arm waiters) before it may sleep */
 	bool fired = fire_queued(l, fire);
 
+	l->st.enters++;
 	n = epoll_wait(ep_of(l)->epfd, ev, 256, fired || ep_of(l)->nev ? 0 : timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;

@@ -30,7 +30,8 @@
  * reused, so a completion for a closed connection can never reach a new one.
  */
 enum sheaf__op {
-	SHEAF__OP_ACCEPT = 1,
+	SHEAF__OP_NONE = 0, /* a completion nothing waits for */
+	SHEAF__OP_ACCEPT,
 	SHEAF__OP_CONNECT,
 	SHEAF__OP_RECV,
 	SHEAF__OP_SEND,
@@ -244,6 +245,7 @@ struct sheaf_conn {
 	bool resuming;                 /* on the loop's resume list */
 	bool unseen;                   /* sheaf_connect failed at once: the program
 					* never had it, so no on_close */
+	bool peer_failed;              /* err was set because its linked peer failed */
 	struct sheaf_conn *peer;       /* linked: what we receive goes there */
 	struct sheaf_conn *paused_src; /* the sender we paused (queue full) */
 	struct sheaf_conn *paused_by;  /* whose full queue paused us */
@@ -263,6 +265,7 @@ struct sheaf_conn {
 	double deadline;               /* connect gives up then */
 	double active;                 /* when a byte last moved (idle timeout) */
 	double sent_at;                /* when its queue last sent (stall timeout) */
+	uint64_t bytes_in, bytes_out;  /* sheaf_conn_info */
 	struct sockaddr_storage addr;  /* connect target */
 	socklen_t addr_len;
 };
@@ -276,6 +279,8 @@ struct sheaf_conn {
 
 struct sheaf__listener {
 	int fd;
+	bool adopted;    /* sheaf_listen_fd: another copy may listen on, so
+			  * stopping must not shut the socket down */
 	bool armed;
 	bool paused;     /* stopped at accept_max: listen again when one closes */
 	void *data;
@@ -318,6 +323,7 @@ struct sheaf_loop {
 	void *data;
 	struct sheaf__pool pool[SHEAF__POOLS];
 	unsigned armed[SHEAF__DIRS]; /* receives in flight per pool */
+	uint32_t waiting[SHEAF__DIRS]; /* connections on the wait list per pool */
 	bool recv_bundle;            /* cleared if the mapping guard trips */
 	bool enabled;                /* sheaf_loop_run started */
 	struct sheaf_conn *conns;
@@ -344,10 +350,27 @@ struct sheaf_loop {
 	bool stopping;
 	double now;                  /* the clock at this turn */
 	double drain_deadline;       /* end of the stop drain, or 0 */
+	bool drained;                /* the drain ended: connections were reset */
 	double next_sweep;           /* next idle sweep, or 0 */
 	double next_stall;           /* next stall check, or 0 */
 	struct sheaf_stats st;
+	/* buffers per completion (SHEAF_STATS_HIST): [SHEAF__HIST_RECV or
+	 * SHEAF__HIST_SEND][sheaf__hist_bucket(n)], copied into st's fields
+	 * by sheaf_loop_stats */
+	uint64_t hist[2][SHEAF_STATS_HIST_BUCKETS];
 };
+
+#define SHEAF__HIST_RECV 0
+#define SHEAF__HIST_SEND 1
+
+/* The histogram bucket of a completion that moved n buffers: 0 for at most
+ * one, k for 2^(k-1) < n <= 2^k, the last for more than 256. */
+static inline unsigned sheaf__hist_bucket(uint32_t n)
+{
+	unsigned k = n <= 1 ? 0 : 32 - (unsigned)__builtin_clz(n - 1);
+
+	return k < SHEAF_STATS_HIST_BUCKETS - 1 ? k : SHEAF_STATS_HIST_BUCKETS - 1;
+}
 
 /* The one clock: CLOCK_MONOTONIC seconds. */
 static inline double sheaf__now(void)
@@ -370,6 +393,7 @@ void sheaf__conn_writable(struct sheaf_loop *l); /* write-pool waiters */
 
 /* recv.c, for conn.c and loop.c */
 void sheaf__recv_arm(struct sheaf_conn *c);
+void sheaf__recv_wait(struct sheaf_conn *c);
 void sheaf__recv_stop(struct sheaf_conn *c);
 void sheaf__recv_forget(struct sheaf_conn *c);
 int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__event *ev);

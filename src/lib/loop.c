@@ -4,6 +4,7 @@
  * It knows the backend only through backend.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,14 +13,15 @@
 
 #include "backend.h"
 
-#define DRAIN_SECONDS 2.0
+#define DRAIN_MS 2000u /* drain_timeout_ms 0 */
 #define RELISTEN_SECONDS 0.05 /* out of descriptors: try accepting again then */
 #define HOLD_BYTES (256u * 1024) /* what one queue may hold, at most */
 
-/* The first version of each struct (libsheaf.so.0.1) is the one here: a
- * smaller size is refused; later versions add fields after these. */
-#define CONFIG_V0 sizeof(struct sheaf_loop_config)
-#define CALLBACKS_V0 sizeof(struct sheaf_callbacks)
+/* The smallest size each struct is accepted with (its first version ends
+ * before these fields); a smaller size is refused, and the fields a caller's
+ * size leaves out read as zero. */
+#define CONFIG_V0 offsetof(struct sheaf_loop_config, write_bufs)
+#define CALLBACKS_V0 offsetof(struct sheaf_callbacks, on_writable)
 
 void sheaf_loop_config_init(struct sheaf_loop_config *cfg)
 {
@@ -33,6 +35,7 @@ void sheaf_loop_config_init(struct sheaf_loop_config *cfg)
 	cfg->nodelay = 1;
 	cfg->connect_timeout_ms = 5000;
 	cfg->stall_timeout_ms = 30000;
+	cfg->drain_timeout_ms = DRAIN_MS;
 }
 
 /* A copy of the caller's struct of `size` bytes (its first field), zero
@@ -139,8 +142,8 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 		goto fail;
 	ret = copy_sized(&l->cfg, sizeof(l->cfg), cfg, CONFIG_V0) ?:
 	      copy_sized(&l->cb, sizeof(l->cb), cb, CALLBACKS_V0) ?: check(&l->cfg);
-	if (!ret && l->cfg.io == SHEAF_IO_AUTO) {
-		ret = sheaf_io_resolve(SHEAF_IO_AUTO);
+	if (!ret) { /* auto picks a mode; an explicit one must be supported */
+		ret = sheaf_io_resolve(l->cfg.io);
 		if (ret > 0)
 			l->cfg.io = ret, ret = 0;
 	}
@@ -149,9 +152,10 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 		goto fail;
 	}
 	l->data = data;
-	l->be = cfg->io == SHEAF_IO_EPOLL ? &sheaf__epoll_backend : &sheaf__uring_backend;
-	l->recv_bundle = cfg->io == SHEAF_IO_BUNDLE || cfg->io == SHEAF_IO_SENDMSG ||
-			 cfg->io == SHEAF_IO_EPOLL;
+	/* l->cfg.io, not cfg->io: SHEAF_IO_AUTO was resolved above */
+	l->be = l->cfg.io == SHEAF_IO_EPOLL ? &sheaf__epoll_backend : &sheaf__uring_backend;
+	l->recv_bundle = l->cfg.io == SHEAF_IO_BUNDLE || l->cfg.io == SHEAF_IO_SENDMSG ||
+			 l->cfg.io == SHEAF_IO_EPOLL;
 	l->now = sheaf__now();
 	loop_limits(l);
 	ret = loop_alloc(l);
@@ -193,6 +197,20 @@ void *sheaf_loop_data(struct sheaf_loop *l) { return l->data; }
 
 /* ---- listeners -------------------------------------------------------- */
 
+/* Listener i = nlisten on a listening socket; fd or -errno (fd not closed). */
+static int listen_add(struct sheaf_loop *l, int fd, void *data, bool adopted)
+{
+	int ret;
+
+	l->listen[l->nlisten] = (struct sheaf__listener){ .fd = fd, .data = data,
+							  .adopted = adopted };
+	ret = l->be->listen(l, l->nlisten);
+	if (ret)
+		return ret;
+	l->listen[l->nlisten++].armed = true;
+	return fd;
+}
+
 int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 		 socklen_t len, void *listen_data)
 {
@@ -211,14 +229,27 @@ int sheaf_listen(struct sheaf_loop *l, const struct sockaddr *addr,
 		close(fd);
 		return ret;
 	}
-	l->listen[l->nlisten] = (struct sheaf__listener){ .fd = fd, .data = listen_data };
-	ret = l->be->listen(l, l->nlisten);
-	if (ret) {
+	ret = listen_add(l, fd, listen_data, false);
+	if (ret < 0)
 		close(fd);
-		return ret;
-	}
-	l->listen[l->nlisten++].armed = true;
-	return fd;
+	return ret;
+}
+
+int sheaf_listen_fd(struct sheaf_loop *l, int fd, void *listen_data)
+{
+	int type = 0, listening = 0;
+	socklen_t tlen = sizeof(type), llen = sizeof(listening);
+
+	if (l->nlisten == SHEAF__MAX_LISTEN)
+		return -ENOSPC;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &llen))
+		return -errno;
+	if (type != SOCK_STREAM || !listening)
+		return -EINVAL;
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC))
+		return -errno;
+	return listen_add(l, fd, listen_data, true);
 }
 
 /* No more accepts now: accept_max accepted connections are open, or no
@@ -319,9 +350,12 @@ static void begin_stop(struct sheaf_loop *l)
 		l->listen[i].paused = false;
 		l->be->unlisten(l, i);
 	}
+	l->drain_deadline = l->now + (l->cfg.drain_timeout_ms ? l->cfg.drain_timeout_ms :
+				      DRAIN_MS) / 1000.0;
+	if (l->cfg.soft_stop)
+		return; /* connections go on, timeouts included */
 	for (uint32_t i = 0; i < l->cfg.max_conns; i++)
 		sheaf_conn_close(&l->conns[i]);
-	l->drain_deadline = l->now + DRAIN_SECONDS;
 	l->next_sweep = l->next_stall = 0;
 }
 
@@ -360,6 +394,22 @@ static bool pool_wanted(const struct sheaf_loop *l, unsigned d)
 }
 
 /*
+ * Does c's queue hold a buffer of a pool receivers wait for? Not only its
+ * head: a queue mixes pools (what the program wrote sits in the write pool,
+ * which no receiver waits for, and may be followed by forwarded buffers).
+ */
+static bool holds_wanted(struct sheaf_loop *l, const struct sheaf_conn *c,
+			 const bool *wanted)
+{
+	uint16_t g = c->q.head;
+
+	for (uint32_t i = 0; i < c->q.count; i++, g = *sheaf__buf_next(l->pool, g))
+		if (SHEAF__GID_DIR(g) < SHEAF__DIRS && wanted[SHEAF__GID_DIR(g)])
+			return true;
+	return false;
+}
+
+/*
  * While receivers wait for buffers of a pool, closes the connections whose
  * queue holds that pool's buffers and has sent nothing for
  * stall_timeout_ms: peers that stopped reading, pinning buffers the others
@@ -378,8 +428,8 @@ static void stall_sweep(struct sheaf_loop *l)
 	for (uint32_t i = 0; i < l->cfg.max_conns; i++) {
 		struct sheaf_conn *c = &l->conns[i];
 
-		if ((c->state != SHEAF__OPEN && c->state != SHEAF__CLOSING) || !c->q.count ||
-		    !wanted[SHEAF__GID_DIR(c->q.head)] || l->now - c->sent_at < limit)
+		if ((c->state != SHEAF__OPEN && c->state != SHEAF__CLOSING) ||
+		    l->now - c->sent_at < limit || !holds_wanted(l, c, wanted))
 			continue;
 		l->st.stall_closed++;
 		sheaf__conn_abort(c, -ETIMEDOUT);
@@ -391,7 +441,7 @@ static void sweep_arm(struct sheaf_loop *l)
 	double period = l->cfg.idle_timeout_ms / 4000.0;
 
 	/* idle connections are found within a quarter of the timeout */
-	if (l->cfg.idle_timeout_ms && !l->stopping)
+	if (l->cfg.idle_timeout_ms && (!l->stopping || l->cfg.soft_stop))
 		l->next_sweep = l->now + (period < 0.001 ? 0.001 : period);
 	else
 		l->next_sweep = 0;
@@ -401,7 +451,7 @@ static void stall_arm(struct sheaf_loop *l)
 {
 	double period = l->cfg.stall_timeout_ms / 4000.0;
 
-	if (l->cfg.stall_timeout_ms && !l->stopping)
+	if (l->cfg.stall_timeout_ms && (!l->stopping || l->cfg.soft_stop))
 		l->next_stall = l->now + (period < 0.001 ? 0.001 : period);
 	else
 		l->next_stall = 0;
@@ -452,6 +502,7 @@ static void run_timers(struct sheaf_loop *l)
 	sheaf__timers_run(l);
 	if (l->drain_deadline && l->drain_deadline <= l->now) {
 		l->drain_deadline = 0;
+		l->drained = true;
 		for (uint32_t i = 0; i < l->cfg.max_conns; i++)
 			sheaf__conn_abort(&l->conns[i], -ETIMEDOUT);
 	}
@@ -462,6 +513,8 @@ static void run_timers(struct sheaf_loop *l)
 static void fire(struct sheaf_loop *l, const struct sheaf__event *ev)
 {
 	switch (sheaf__ud_op(ev->ud)) {
+	case SHEAF__OP_NONE:
+		break;
 	case SHEAF__OP_ACCEPT:
 		on_accept(l, ev);
 		break;
@@ -518,6 +571,7 @@ int sheaf_loop_run(struct sheaf_loop *l)
 		run_timers(l);
 		sheaf__reap(l);
 	}
+	l->break_req = 0; /* consumed: the next sheaf_loop_run runs again */
 	for (unsigned d = 0; d < SHEAF__DIRS; d++)
 		sheaf__pool_flush(&l->pool[d]);
 	return 0;
@@ -527,6 +581,7 @@ void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *out)
 {
 	struct sheaf_stats s = l->st;
 	uint32_t size = out->size;
+	const uint64_t *h = &l->hist[0][0];
 
 	s.pool_bufs = s.pool_free = 0;
 	for (unsigned d = 0; d < SHEAF__POOLS; d++) {
@@ -536,6 +591,10 @@ void sheaf_loop_stats(const struct sheaf_loop *l, struct sheaf_stats *out)
 	}
 	s.conns = l->nconns;
 	s.sendrings = l->be->sendrings(l);
+#define HIST(name) s.name = *h++;
+	SHEAF_STATS_HIST(HIST, recv)
+	SHEAF_STATS_HIST(HIST, send)
+#undef HIST
 	s.size = size < sizeof(s) ? size : (uint32_t)sizeof(s);
 	memcpy(out, &s, s.size);
 }

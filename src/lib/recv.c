@@ -11,6 +11,7 @@
  * kernel's socket buffers.
  */
 #include <errno.h>
+#include <stdint.h>
 
 #include "backend.h"
 
@@ -33,6 +34,7 @@ static void wait_add(struct sheaf_conn *c)
 	struct sheaf_loop *l = c->loop;
 
 	c->rx = SHEAF__RX_WAITING;
+	l->waiting[c->dir]++;
 	c->wait_next = NULL;
 	if (l->wait_tail)
 		l->wait_tail->wait_next = c;
@@ -50,8 +52,10 @@ static void wait_remove(struct sheaf_conn *c)
 		prev = *pp;
 		pp = &(*pp)->wait_next;
 	}
-	if (*pp)
+	if (*pp) {
 		*pp = c->wait_next;
+		l->waiting[c->dir]--;
+	}
 	if (l->wait_tail == c)
 		l->wait_tail = prev;
 }
@@ -80,11 +84,25 @@ static bool pause_if_full(struct sheaf_conn *c, bool was_paused)
 	return true;
 }
 
+/* Arms one receive of at most `cap` buffers (and c's budget). */
+static void arm(struct sheaf_conn *c, uint32_t cap)
+{
+	struct sheaf_loop *l = c->loop;
+	uint32_t bufs = budget(c) ? budget(c) : 1; /* an unpaused fan-in sender may be over */
+
+	c->rx = SHEAF__RX_ARMED;
+	l->armed[c->dir]++;
+	l->st.recv_rearms++;
+	l->be->recv(c, bufs < cap ? bufs : cap);
+}
+
 /*
- * Arms one receive on c unless it is armed, paused, done or its pool is too
- * low; a pool with fewer than rearm_min free buffers serves only one
- * receive at a time, so many connections do not race for a few buffers
- * (each loser would cost an -ENOBUFS completion).
+ * Arms one receive on c unless it is armed, paused, done or must wait for
+ * its pool: when the pool is empty, when others already wait for it (they
+ * were first: c queues behind them), or when fewer than rearm_min buffers
+ * are free and another receive is armed on it (many connections racing for
+ * a few buffers would each cost an -ENOBUFS completion). Waiters are armed
+ * at the start of the next turn (sheaf__recv_rearm_waiters).
  */
 void sheaf__recv_arm(struct sheaf_conn *c)
 {
@@ -98,15 +116,20 @@ void sheaf__recv_arm(struct sheaf_conn *c)
 	c->rx = SHEAF__RX_IDLE;
 	if (pause_if_full(c, was_paused))
 		return;
-	if (!free || (free < l->rearm_min && l->armed[c->dir])) {
+	if (!free || l->waiting[c->dir] || (free < l->rearm_min && l->armed[c->dir])) {
 		wait_add(c);
 		return;
 	}
-	c->rx = SHEAF__RX_ARMED;
-	l->armed[c->dir]++;
-	l->st.recv_rearms++;
-	/* at least one buffer: an unpaused fan-in sender may be over budget */
-	l->be->recv(c, budget(c) ? budget(c) : 1);
+	arm(c, UINT32_MAX);
+}
+
+/* c's receive found its pool empty: c waits for the next turn, whatever
+ * the pool seems to hold now (buffers the kernel took for receives whose
+ * completions are not processed yet still count as free here). */
+void sheaf__recv_wait(struct sheaf_conn *c)
+{
+	if (c->state == SHEAF__OPEN && c->started && !c->user_paused && c->rx == SHEAF__RX_IDLE)
+		wait_add(c);
 }
 
 /* c stops receiving (closing): cancel what is in flight. */
@@ -127,20 +150,46 @@ void sheaf__recv_forget(struct sheaf_conn *c)
 }
 
 /*
- * Re-arms waiting receivers: all of them once their pool has rearm_min free
- * buffers (a receiver left waiting can be the one whose data would free the
- * rest), else one at a time while nothing else receives into that pool, so
- * that a pool stalled peers have nearly emptied still moves.
+ * Re-arms waiting receivers, in the order they began to wait, as far as
+ * their pool's free buffers go: each pool's free buffers are shared out
+ * among its waiters (at least one each), and a waiter is armed only while
+ * some are left; the others keep their place for the next turn.
+ *
+ * Why no -ENOBUFS storm: a turn arms at most as many receives on a pool as
+ * it has free buffers, so of those only the ones another receive (armed
+ * earlier, on a connection that was not waiting) beats to the buffers can
+ * fail. Why no endless wait: a waiter got -ENOBUFS, so its socket had data;
+ * a receive armed for it completes (data, EOF, an error or -ENOBUFS again)
+ * and that event starts another turn; the head of the list is armed in any
+ * turn in which its pool has a free buffer, and buffers come back as the
+ * queues holding them are sent (a queue that stops sending is what
+ * stall_timeout_ms is for, docs/POOL.md).
  */
 void sheaf__recv_rearm_waiters(struct sheaf_loop *l)
 {
 	struct sheaf_conn *c = l->wait_head, *next;
+	uint32_t left[SHEAF__DIRS], share[SHEAF__DIRS];
 
+	for (unsigned d = 0; d < SHEAF__DIRS; d++) {
+		left[d] = sheaf__pool_free(&l->pool[d]);
+		share[d] = l->waiting[d] ? left[d] / l->waiting[d] : 0;
+		if (!share[d])
+			share[d] = 1;
+		l->waiting[d] = 0;
+	}
 	l->wait_head = l->wait_tail = NULL;
 	for (; c; c = next) {
+		unsigned d = c->dir;
+
 		next = c->wait_next;
 		c->rx = SHEAF__RX_IDLE;
-		sheaf__recv_arm(c); /* may wait again, in order */
+		if (!left[d] || pause_if_full(c, false)) {
+			if (c->rx == SHEAF__RX_IDLE)
+				wait_add(c); /* in order, behind the ones re-added before */
+			continue;
+		}
+		left[d] -= share[d] < left[d] ? share[d] : left[d];
+		arm(c, share[d]);
 	}
 }
 
@@ -164,6 +213,7 @@ int sheaf__recv_map(struct sheaf_loop *l, unsigned dir, const struct sheaf__even
 		l->bids[i] = SHEAF__GID(dir, l->bids[i]);
 	l->st.recv_cqes++;
 	l->st.recv_bufs += (uint32_t)n;
+	l->hist[SHEAF__HIST_RECV][sheaf__hist_bucket((uint32_t)n)]++;
 	l->st.bytes_in += (uint32_t)ev->res;
 	return n;
 }

@@ -4,9 +4,12 @@
  * each wait.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "internal.h"
+
+#define FIRING UINT32_MAX /* idx of a one-shot timer whose fn runs now */
 
 static void place(struct sheaf__timers *ts, uint32_t i, struct sheaf_timer *t)
 {
@@ -98,8 +101,8 @@ struct sheaf_timer *sheaf_timer_add(struct sheaf_loop *l, uint32_t after_ms,
 
 void sheaf_timer_cancel(struct sheaf_timer *t)
 {
-	if (!t)
-		return;
+	if (!t || t->idx == FIRING)
+		return; /* a one-shot timer in its own fn: freed after it returns */
 	heap_remove(&t->loop->timers, t);
 	free(t);
 }
@@ -131,6 +134,7 @@ void sheaf__timers_run(struct sheaf_loop *l)
 			t->fn(t, t->arg);
 		} else {
 			heap_remove(ts, t);
+			t->idx = FIRING;
 			t->fn(t, t->arg);
 			free(t);
 		}

@@ -83,10 +83,20 @@ static int uring_listen(struct sheaf_loop *l, unsigned i)
 	return 0;
 }
 
-/* shutdown ends the accept in flight; its completion says when */
+/* shutdown ends the accept in flight; its completion says when. A socket
+ * another process listens on too (sheaf_listen_fd: systemd's) must go on
+ * listening after us: cancel our accept instead. */
 static void uring_unlisten(struct sheaf_loop *l, unsigned i)
 {
-	shutdown(l->listen[i].fd, SHUT_RDWR);
+	struct io_uring_sqe *sqe;
+
+	if (!l->listen[i].adopted) {
+		shutdown(l->listen[i].fd, SHUT_RDWR);
+		return;
+	}
+	sqe = sheaf__uring_sqe(l);
+	io_uring_prep_cancel64(sqe, sheaf__ud(SHEAF__OP_ACCEPT, i, 0), 0);
+	sqe->user_data = sheaf__ud(SHEAF__OP_NONE, 0, 0);
 }
 
 /* nothing is in flight after a completion: not arming again is the pause */
@@ -185,6 +195,7 @@ static int uring_wait(struct sheaf_loop *l, int timeout_ms,
 
 	if (!u->enabled && (ret = enable(u)))
 		return ret;
+	l->st.enters++;
 	ret = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts,
 					       NULL);
 	if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)

@@ -37,6 +37,7 @@ static inline struct io_uring_sqe *sheaf__uring_sqe(struct sheaf_loop *l)
 	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 
 	if (!sqe) {
+		l->st.enters++;
 		io_uring_submit(ring);
 		sqe = io_uring_get_sqe(ring); /* the SQ is empty now */
 	}

@@ -122,8 +122,9 @@ static void send_bundle(struct sheaf_conn *c)
 	publish(c);
 	sqe = sheaf__uring_sqe(c->loop);
 	/* len 0: a shorter len would drop the rest of the first buffer; no
-	 * MSG_WAITALL: a bundle send sets it itself */
-	io_uring_prep_send(sqe, c->fd, NULL, 0, 0);
+	 * MSG_WAITALL: a bundle send sets it itself. MSG_NOSIGNAL everywhere:
+	 * a peer that is gone is -EPIPE, never SIGPIPE for the program */
+	io_uring_prep_send(sqe, c->fd, NULL, 0, MSG_NOSIGNAL);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = ((struct sheaf__sring *)c->io)->bgid;
 	sqe->ioprio |= IORING_RECVSEND_BUNDLE;
@@ -139,18 +140,20 @@ static void send_chain(struct sheaf_conn *c, bool ring)
 	unsigned n = ring ? publish(c) :
 			    sheaf__sendq_take(l->pool, &c->q, iov, NULL, CHAIN_MAX);
 
-	if (io_uring_sq_space_left(r) < n)
+	if (io_uring_sq_space_left(r) < n) {
+		l->st.enters++;
 		io_uring_submit(r); /* a chain must not span two submits */
+	}
 	for (unsigned i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
 
 		if (ring) {
-			io_uring_prep_send(sqe, c->fd, NULL, 0, MSG_WAITALL);
+			io_uring_prep_send(sqe, c->fd, NULL, 0, MSG_WAITALL | MSG_NOSIGNAL);
 			sqe->flags |= IOSQE_BUFFER_SELECT;
 			sqe->buf_group = ((struct sheaf__sring *)c->io)->bgid;
 		} else {
 			io_uring_prep_send(sqe, c->fd, iov[i].iov_base, iov[i].iov_len,
-					   MSG_WAITALL);
+					   MSG_WAITALL | MSG_NOSIGNAL);
 		}
 		if (i + 1 < n)
 			sqe->flags |= IOSQE_IO_LINK;
@@ -168,7 +171,7 @@ static void send_gather(struct sheaf_conn *c)
 	g->mh.msg_iovlen = sheaf__sendq_take(c->loop->pool, &c->q, g->iov, NULL,
 					     SHEAF__SRING_MAX);
 	sqe = sheaf__uring_sqe(c->loop);
-	io_uring_prep_sendmsg(sqe, c->fd, &g->mh, MSG_WAITALL);
+	io_uring_prep_sendmsg(sqe, c->fd, &g->mh, MSG_WAITALL | MSG_NOSIGNAL);
 	prep_send(c, sqe);
 }
 

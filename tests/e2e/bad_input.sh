@@ -58,6 +58,41 @@ expect 2 "--upstream"         proxy $L
 expect 1 "127.0.0.1:1"        source --connect 127.0.0.1:1
 expect 2 "--conns 0"          sink $L --conns 0
 expect 2 "nosuchcmd"          nosuchcmd
+expect 2 "unexpected argument" probe extra
+
+# strict numbers: no sign, no white space, no base prefix, no trailing junk,
+# and the message names the range (every subcommand; the proxy through the
+# shared parsers)
+expect 2 "0 to 65535"         proxy --listen 127.0.0.1:+80 --upstream "$UP"
+expect 2 "0 to 65535"         proxy $L --upstream "127.0.0.1: 80"
+expect 2 "0 to 65535"         proxy $L --upstream "127.0.0.1:0x50"
+expect 2 "0 to 65535"         sink --listen 127.0.0.1:+80
+expect 2 "0 to 65535"         sink --listen "127.0.0.1:80 "
+expect 2 "0 to 65535"         sink --listen 127.0.0.1:65536
+expect 2 "0 to 65535"         source --connect "127.0.0.1: 80"
+expect 2 "0 to 65535"         source --connect "[::1]:-80"
+expect 2 "not a HOST:PORT"    source --connect " 127.0.0.1:80"
+expect 2 "1 to 9990"          proxy $L --upstream "$UP" --max-conns +5
+expect 2 "1 to 64"            proxy $L --upstream "$UP" --threads 2x
+expect 2 "0 to 86400000"      proxy $L --upstream "$UP" --connect-timeout " 5"
+expect 2 "0 to 86400000"      proxy $L --upstream "$UP" --idle-timeout 1K
+expect 2 "1 to 1M"            proxy $L --upstream "$UP" --buf-size "4K "
+expect 2 "1 to 9990"          sink $L --conns +3
+expect 2 "1 to 9990"          sink $L --conns " 3"
+expect 2 "1 to 1M"            sink $L --buf-size 4Kx
+expect 2 "2 to 32768"         sink $L --bufs +64
+expect 2 "1 to 9990"          source --connect "$UP" --conns 3x
+expect 2 "1 to 9990"          source --connect "$UP" --conns 1K
+expect 2 "--bytes -1"         source --connect "$UP" --bytes -1
+expect 2 "1 to 1048573"       source --connect "$UP" --write-size 1M
+expect 2 "0 to 18446744073709551615" source --connect "$UP" --seed 0x10
+expect 2 "1 to 1M"            source --connect "$UP" --rr +1
+expect 2 "--duration"         source --connect "$UP" --rr 1 --duration 0x1p3
+expect 2 "1 to 64"            bench --runs +3
+expect 2 "1 to 4000"          bench --conns 10x
+expect 2 "1 to 1M"            bench --sizes 32,+80
+expect 2 "--bytes 0"          bench --bytes 0
+expect 2 "--link-rate"        bench --topology netns --link-rate nangbit
 
 for cmd in proxy source sink probe bench; do
 	E2E_SEQ=$((E2E_SEQ + 1))

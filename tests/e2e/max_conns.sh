@@ -5,6 +5,9 @@
 #            are accepted while the others wait
 #   verified 32 verified streams against --max-conns 8: every one intact,
 #            the listener paused and resumed, nothing rejected
+#   ulimit   100 verified streams through a proxy under `ulimit -n 64`
+#            (it lowers --max-conns to fit, with a warning); --strict
+#            refuses to start instead
 . "$(dirname "$0")/lib.sh"
 require_sheaf
 
@@ -61,3 +64,37 @@ PY
 	pool_balanced "$PROXY_OUT" >/dev/null || fail "$m: pool not balanced"
 	echo "ok max-conns $m verified: 32 streams through --max-conns 8 intact ($pauses accept pauses, 0 rejected)"
 done
+
+# the open-file limit: with `ulimit -n 64` the proxy lowers --max-conns to
+# what fits (a warning naming both numbers) and 100 verified clients all get
+# through, waiting in the backlog; --strict refuses to start instead
+for m in ${MAX_CONNS_MODES:-bundle epoll}; do
+	start_sink --listen 127.0.0.1:0 --verify --conns 100 || fail "sink did not start"
+	out=$E2E_TMP/ulimit.$m.out err=$E2E_TMP/ulimit.$m.err
+	(ulimit -n 64 && exec "$SHEAF" proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$SINK_PORT" \
+		--io "$m") >"$out" 2>"$err" &
+	pid=$!
+	track $pid
+	port=
+	for i in $(seq 100); do
+		port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$out")
+		[ -n "$port" ] && break
+		sleep 0.05
+	done
+	[ -n "$port" ] || fail "$m: proxy under ulimit -n 64 did not start: $(cat "$err")"
+	grep -q 'needs [0-9]* open files, the limit is 64 (ulimit -n): using --max-conns [0-9]' "$err" ||
+		fail "$m: no warning about the open-file limit: $(cat "$err")"
+	timeout 90 "$SHEAF" source --connect "127.0.0.1:$port" --conns 100 --bytes 100M \
+		--verify >"$E2E_TMP/src.out" 2>&1 || fail "$m: source: $(tail -2 "$E2E_TMP/src.out")"
+	wait_pid "$SINK_PID" 90 || fail "$m: sink saw damaged or missing streams: $(tail -3 "$SINK_ERR")"
+	stop $pid 10 || fail "$m: proxy exited with $?"
+	[ "$(proxy_stat "$out" accepted)" = 100 ] && [ "$(proxy_stat "$out" rejected)" = 0 ] &&
+		[ "$(proxy_stat "$out" no_upstream)" = 0 ] || fail "$m: stats: $(grep stats "$out")"
+	echo "ok max-conns $m ulimit -n 64: $(sed -n 's/.*: using \(--max-conns [0-9]*\)/\1/p' "$err"), 100 verified streams intact, none refused"
+done
+(ulimit -n 64 && exec "$SHEAF" proxy --listen 127.0.0.1:0 --upstream 127.0.0.1:9 --strict) \
+	>"$E2E_TMP/strict.out" 2>&1
+rc=$?
+[ $rc = 2 ] && grep -q 'needs [0-9]* open files, the limit is 64' "$E2E_TMP/strict.out" ||
+	fail "--strict under ulimit -n 64: exit $rc, $(cat "$E2E_TMP/strict.out")"
+echo "ok max-conns --strict: refuses to start (exit 2) when the limit cannot hold --max-conns"

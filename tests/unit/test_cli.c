@@ -1,5 +1,6 @@
 /* Parsers and the stream checker of the sheaf command. */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,11 +26,72 @@ static void sizes(void **state)
 	assert_int_equal(v, 1u << 30);
 	assert_int_equal(parse_size("64KiB", &v), 0);
 	assert_int_equal(v, 65536);
+	assert_int_equal(parse_size("64kB", &v), 0);
+	assert_int_equal(v, 65536);
+	assert_int_equal(parse_size("100B", &v), 0);
+	assert_int_equal(v, 100);
+	assert_int_equal(parse_size("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(parse_size("18446744073709551615", &v), 0);
+	assert_true(v == UINT64_MAX);
 	assert_int_equal(parse_size("", &v), -EINVAL);
 	assert_int_equal(parse_size("-1", &v), -EINVAL);
 	assert_int_equal(parse_size("12Q", &v), -EINVAL);
-	assert_int_equal(parse_size("99999999999999999999", &v), -EINVAL);
-	assert_int_equal(parse_size("17179869184G", &v), -EINVAL);
+	assert_int_equal(parse_size("18446744073709551616", &v), -ERANGE);
+	assert_int_equal(parse_size("99999999999999999999", &v), -ERANGE);
+	assert_int_equal(parse_size("17179869184G", &v), -ERANGE);
+	assert_int_equal(parse_size("16777216T", &v), -EINVAL);
+}
+
+/* Only digits and one known suffix: no sign, space, base prefix or junk. */
+static void sizes_strict(void **state)
+{
+	static const char *bad[] = {
+		"+4K", " 4K", "4K ", "\t4", "4\n", "4 K", "0x10", "4Ki", "4Kb", "4KK",
+		"4KiBB", "K", "B", "iB", "1.5M", "1e3", "-0", "4B4", "４",
+	};
+	uint64_t v = 7;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int err = parse_size(bad[i], &v);
+
+		if (err != -EINVAL)
+			fail_msg("parse_size(\"%s\") = %d, want -EINVAL", bad[i], err);
+	}
+	assert_int_equal(v, 7); /* untouched on error */
+}
+
+/* Counts and milliseconds: digits only (no suffix), within the range. */
+static void numbers(void **state)
+{
+	static const char *bad[] = {
+		"", "+80", " 80", "80 ", "\t80", "-0", "0x10", "1K", "1e3", "8O", "80\n",
+	};
+	uint64_t v;
+	uint32_t u;
+
+	assert_int_equal(parse_u32("0", &u), 0);
+	assert_int_equal(u, 0);
+	assert_int_equal(parse_u32("4294967295", &u), 0);
+	assert_true(u == UINT32_MAX);
+	assert_int_equal(parse_u32("007", &u), 0);
+	assert_int_equal(u, 7);
+	assert_int_equal(parse_u32("4294967296", &u), -ERANGE);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int err = parse_u32(bad[i], &u);
+
+		if (err != -EINVAL)
+			fail_msg("parse_u32(\"%s\") = %d, want -EINVAL", bad[i], err);
+	}
+	assert_int_equal(parse_num("5", 1, 9, &v), 0);
+	assert_int_equal(v, 5);
+	assert_int_equal(parse_num("0", 1, 9, &v), -ERANGE);
+	assert_int_equal(parse_num("10", 1, 9, &v), -ERANGE);
+	assert_int_equal(parse_num("18446744073709551615", 0, UINT64_MAX, &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(parse_num("18446744073709551616", 0, UINT64_MAX, &v), -ERANGE);
+	assert_int_equal(parse_num("99999999999999999999x", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(parse_size("99999999999999999999Q", &v), -EINVAL);
 }
 
 static void addresses(void **state)
@@ -38,15 +100,41 @@ static void addresses(void **state)
 
 	assert_int_equal(parse_addr("127.0.0.1:9000", &a), 0);
 	assert_int_equal(a.ss.ss_family, AF_INET);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&a.ss)->sin_port), 9000);
 	assert_int_equal(parse_addr("[::1]:80", &a), 0);
 	assert_int_equal(a.ss.ss_family, AF_INET6);
+	assert_int_equal(ntohs(((struct sockaddr_in6 *)&a.ss)->sin6_port), 80);
 	assert_int_equal(parse_addr("localhost:0", &a), 0);
+	assert_int_equal(parse_addr("127.0.0.1:65535", &a), 0);
 	assert_int_equal(parse_addr("127.0.0.1", &a), -EINVAL);
-	assert_int_equal(parse_addr("127.0.0.1:70000", &a), -EINVAL);
+	assert_int_equal(parse_addr("127.0.0.1:70000", &a), -ERANGE);
+	assert_int_equal(parse_addr("127.0.0.1:65536", &a), -ERANGE);
 	assert_int_equal(parse_addr("127.0.0.1:", &a), -EINVAL);
 	assert_int_equal(parse_addr(":80", &a), -EINVAL);
 	assert_int_equal(parse_addr("nonsense", &a), -EINVAL);
 	assert_int_equal(parse_addr("::1:80", &a), -EINVAL);
+	assert_int_equal(parse_addr("[]:80", &a), -EINVAL);
+	assert_int_equal(parse_addr("[::1]80", &a), -EINVAL);
+	assert_int_equal(parse_addr("nosuch.invalid:80", &a), -ENOENT);
+}
+
+/* A sign, a space, a base prefix or trailing junk never passes for a port. */
+static void addresses_strict(void **state)
+{
+	static const char *bad[] = {
+		"127.0.0.1:+80", "127.0.0.1: 80", "127.0.0.1:80 ", "127.0.0.1:-0",
+		"127.0.0.1:0x50", "127.0.0.1:\t80", "127.0.0.1:80\n", "127.0.0.1:8O",
+		" 127.0.0.1:80", "127.0.0.1 :80", "127.0.0.1\t:80", "[::1]:+80",
+		"[::1]: 80", "[ ::1]:80", "127.0.0.1:1e2", "127.0.0.1:80:80",
+	};
+	struct addr a;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int err = parse_addr(bad[i], &a);
+
+		if (err != -EINVAL)
+			fail_msg("parse_addr(\"%s\") = %d, want -EINVAL", bad[i], err);
+	}
 }
 
 static struct pattern pat;
@@ -137,10 +225,21 @@ static void stream_detects_damage(void **state)
 	check_chunks(t, n + 1, 4096, &k);
 	assert_true(k.failed);
 	assert_int_equal(k.fail_off, len);
+	/* corrupt, and extra bytes in the same read: the corruption is named,
+	 * as it is when the reads end at the stream's end (found by fuzz_stream) */
+	t[STREAM_HDR + 77] ^= 1;
+	check_chunks(t, n + 1, n + 1, &k);
+	assert_true(k.failed);
+	assert_int_equal(k.fail_off, 77);
+	check_chunks(t, n + 1, 100, &k);
+	assert_int_equal(k.fail_off, 77);
+	t[STREAM_HDR + 77] ^= 1;
+	assert_false(k.bad_hdr);
 	/* bad header */
 	t[0] = 'X';
 	check_chunks(t, n, 4096, &k);
 	assert_true(k.failed);
+	assert_true(k.bad_hdr);
 	free(t);
 	free(s);
 }
@@ -149,7 +248,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(sizes),
+		cmocka_unit_test(sizes_strict),
+		cmocka_unit_test(numbers),
 		cmocka_unit_test(addresses),
+		cmocka_unit_test(addresses_strict),
 		cmocka_unit_test(stream_intact_any_chunking),
 		cmocka_unit_test(stream_detects_damage),
 	};

@@ -13,7 +13,8 @@
 #      `sink --echo`, beside client resets (soak_faults.py resets: SO_LINGER
 #      0 after part of a stream) and stalled clients (soak_faults.py stall,
 #      8 at a time: send until the socket is full, never read, wait for the
-#      proxy to close them); a small pool (512 x 1K) so that the stalled
+#      proxy to close them: none may sit 12 s with its socket queues not
+#      moving and still open); a small pool (512 x 1K) so that the stalled
 #      ones press on it: --stall-timeout 2000, --idle-timeout 5000.
 #   C  upstream faults: upstreams servers.py readclose --close reset (RST
 #      after 64K; it checks those bytes) and blackhole (never reads), round
@@ -26,11 +27,14 @@
 #      upstream was down or restarted is "faulted" (it may fail; its bytes
 #      are not counted); every other round must verify: D must recover.
 #      128 x 16K pool (C and D: small pools, touched within the warm-up).
-#   E  failover: upstreams D's restarted one, then B's echo sink; rounds of
+#   E  failover: upstreams D's restarted one, then a `sink --echo`; rounds of
 #      `source --echo --verify`; every round during which the first
 #      upstream neither went down nor came back must verify, also while it
-#      is down (the proxy tries the next one), and after its last restart E
-#      must have taken it back ("upstream ... up" is its last word on it).
+#      is down; connects to the first failed (connect_failed > 0), yet no
+#      client was closed for want of an upstream (no_upstream 0: each went
+#      on to the second); after its last restart E must have taken it back
+#      ("upstream ... up" is its last word on it); in runs of 300 s or more,
+#      some round must also have run entirely while the first was down.
 #   SIGHUP to every proxy every 3 s, only when `sheaf proxy --help` mentions
 #   SIGHUP (a proxy without a handler would die of it); else reported as
 #   skipped.
@@ -353,13 +357,28 @@ lane_restart_rounds() {
 	touch "$d/d.rounds.done"
 }
 
-# lane_failover_rounds PROXY_PORT END DIR: verified echo rounds through E,
-# whose second upstream stays up: a round during which D's upstream (E's
-# first) neither went down nor came back must verify, also while it is down.
+# taken_back LOG PORT: true when the proxy's last word in LOG on its
+# upstream 127.0.0.1:PORT is that it is up.
+taken_back() {
+	local last
+	last=$(grep "upstream 127.0.0.1:$2 " "$1" | tail -n1)
+	case $last in *" up") return 0 ;; esac
+	return 1
+}
+
+# lane_failover_rounds PROXY_PORT END DIR PROXY_ERR UP_PORT: verified echo
+# rounds through E, whose second upstream stays up: a round during which
+# D's upstream (E's first) neither went down nor came back must verify, also
+# while it is down.  Past END, on until E took that upstream back after its
+# last restart (20 s at most).
 lane_failover_rounds() {
-	local port=$1 end=$2 d=$3 n=0 s0 s1 conns bytes rc
+	local port=$1 end=$2 d=$3 log=$4 up=$5 n=0 s0 s1 conns bytes rc
 	RANDOM=$((SEED * 7 + 5))
-	while [ "$(now)" -lt "$end" ] && [ "$n" -lt 100000 ]; do
+	while [ "$n" -lt 100000 ]; do
+		if [ "$(now)" -ge "$end" ]; then
+			[ -e "$d/d.ctl.done" ] && taken_back "$log" "$up" && break
+			[ "$(now)" -lt $((end + 20)) ] || break
+		fi
 		n=$((n + 1))
 		pick conns 1 2 4; pick bytes 64K 256K 1M 4M
 		# the first round small, to fit into the first upstream's first 3 s down
@@ -444,6 +463,10 @@ soak_mode() {
 	# upstreams
 	start_sink --listen 127.0.0.1:0 --echo || { echo "FAIL soak: $MODE: echo sink did not start: $(one_line "$SINK_ERR")"; return 1; }
 	local bsink=$SINK_PID bport=$SINK_PORT
+	# E's steady upstream: a sink of its own (B's stalled clients pin the
+	# pool of B's sink for seconds at a time)
+	start_sink --listen 127.0.0.1:0 --echo || { echo "FAIL soak: $MODE: echo sink did not start: $(one_line "$SINK_ERR")"; return 1; }
+	local esink=$SINK_PID eport=$SINK_PORT
 	start_server readclose --read-first 64K --close reset ||
 		{ echo "FAIL soak: $MODE: readclose server did not start"; return 1; }
 	local rc_pid=$SERVER_PID rc_port=$SERVER_PORT rc_out=$SERVER_OUT
@@ -471,7 +494,7 @@ soak_mode() {
 	start_px C --upstream "127.0.0.1:$rc_port" --upstream "127.0.0.1:$bh_port" $C_ARGS || { echo "FAIL soak: $MODE: proxy C did not start: $(one_line "$PROXY_ERR")"; return 1; }
 	start_px D --upstream "127.0.0.1:$dport" $D_ARGS ||
 		{ echo "FAIL soak: $MODE: proxy D did not start: $(one_line "$PROXY_ERR")"; return 1; }
-	start_px E --upstream "127.0.0.1:$dport" --upstream "127.0.0.1:$bport" $E_ARGS ||
+	start_px E --upstream "127.0.0.1:$dport" --upstream "127.0.0.1:$eport" $E_ARGS ||
 		{ echo "FAIL soak: $MODE: proxy E did not start: $(one_line "$PROXY_ERR")"; return 1; }
 
 	end=$(( $(now) + PER_MODE ))
@@ -479,7 +502,7 @@ soak_mode() {
 	lane lane_echo "$PX_B_PORT" "$end" "$d"
 	lane lane_restart_ctl "$dport" "$end" "$d"
 	lane lane_restart_rounds "$PX_D_PORT" "$end" "$d"
-	lane lane_failover_rounds "$PX_E_PORT" "$end" "$d"
+	lane lane_failover_rounds "$PX_E_PORT" "$end" "$d" "$PX_E_ERR" "$dport"
 	lane lane_rss "$end" "$d" "A=$PX_A_PID" "B=$PX_B_PID" "C=$PX_C_PID" "D=$PX_D_PID" "E=$PX_E_PID"
 	[ "$HUP" = yes ] && lane lane_hup "$end" "$d" "$PX_A_PID" "$PX_B_PID" "$PX_C_PID" "$PX_D_PID" "$PX_E_PID"
 	local py=()
@@ -566,6 +589,7 @@ soak_mode() {
 		fi
 	done
 	halt "$bsink" 5
+	halt "$esink" 5
 	halt "$rc_pid" 5
 	halt "$bh_pid" 5
 	mark "$d" "servers stopped"
@@ -573,7 +597,7 @@ soak_mode() {
 	mark "$d" "stopped"
 	# results
 	local res="$d/results" streams vstreams vbytes lost resets stalls uresets restarts hups
-	local sfail pending ok_after hung held bad
+	local sfail hung held slow bad
 	streams=0 vstreams=0 vbytes=0 lost=0
 	for k in stream echo rr restart failover; do
 		streams=$((streams + $(sum_results "$res" $k streams ok) + $(sum_results "$res" $k streams FAIL) + $(sum_results "$res" $k streams faulted)))
@@ -591,7 +615,8 @@ soak_mode() {
 	stalls=$(sed -n 's/^stall: stalls=\([0-9]*\).*/\1/p' "$d/stall.out")
 	held=$(sed -n 's/^stall: .* held=\([0-9]*\).*/\1/p' "$d/stall.out")
 	[ -n "$stalls" ] || why="$why; stall client: $(one_line "$d/stall.out")"
-	[ "${held:-0}" = 0 ] || why="$why; $held stalled clients still open after 12 s (B has --idle-timeout 5000)"
+	[ "${held:-0}" = 0 ] || why="$why; $held stalled clients left open by B, nothing moved for 12 s (--idle-timeout 5000): $(grep -m2 'held:' "$d/stall.out" | tr '\n' ' ')"
+	slow=$(sed -n 's/^stall: .* slow=\([0-9]*\).*/\1/p' "$d/stall.out")
 	hung=$(sed -n 's/^upstream: .* hung=\([0-9]*\).*/\1/p' "$d/upstream.out")
 	[ -n "$hung" ] || why="$why; upstream client: $(one_line "$d/upstream.out")"
 	[ "${hung:-0}" = 0 ] || why="$why; $hung uploads through C still open after 10 s (--idle-timeout 2000)"
@@ -609,19 +634,22 @@ soak_mode() {
 	lastgen=$(( ${restarts:-0} + 1 ))
 	grep -q "^restart ok .* gen=$lastgen\$" "$res" || why="$why; D: no verified round after the last restart (generation $lastgen)"
 	grep -q 'state=0 down' "$res" || why="$why; D: no round while its upstream was still down at start"
-	# failover: E verified rounds while its first upstream was down, and
-	# took it back after its last restart (its last word on it is "up")
-	local fo_down last_e
+	# failover: connects to E's first upstream failed (it was down when E
+	# started) and yet no client was closed for want of an upstream: each
+	# went on to the second; and E took the first back after its last
+	# restart.  Rounds that ran entirely while it was down are counted, and
+	# required in runs of 300 s or more.
+	local fo_down e_failed e_noup
 	fo_down=$(grep -c '^failover ok .* first=down$' "$res")
+	e_failed=$(proxy_stat "$PX_E_OUT" connect_failed) e_noup=$(proxy_stat "$PX_E_OUT" no_upstream)
+	[ "${e_failed:-0}" -gt 0 ] || why="$why; E: no connect to its first upstream failed (connect_failed=${e_failed:-?})"
+	[ "${e_noup:-x}" = 0 ] || why="$why; E: $e_noup clients closed for want of an upstream, with its second one up"
 	# (timing: the down windows are a few seconds; a short run on loaded
 	# cores may have none that fits a round, so only the long soak insists)
 	[ "$fo_down" -gt 0 ] || [ "${SOAK_SECONDS:-600}" -lt 300 ] ||
 		why="$why; E: no verified round while its first upstream was down"
-	last_e=$(grep "upstream 127.0.0.1:$dport " "$PX_E_ERR" | tail -n1)
-	case $last_e in
-	*" up") ;;
-	*) why="$why; E: after the last restart, its first upstream was not taken back (last: ${last_e:-nothing})" ;;
-	esac
+	taken_back "$PX_E_ERR" "$dport" ||
+		why="$why; E: after the last restart, its first upstream was not taken back (last: $(grep "upstream 127.0.0.1:$dport " "$PX_E_ERR" | tail -n1))"
 	hups=$(sed -n 's/^hup \([0-9]*\)/\1/p' "$res")
 	grep -q '^setup FAIL' "$res" && why="$why; $(grep -m1 '^setup FAIL' "$res")"
 
@@ -634,7 +662,7 @@ soak_mode() {
 	spg=$(awk -v s="$sends_all" -v b="$out_all" 'BEGIN { printf "%.0f", b ? s / (b / 1073741824) : 0 }')
 	SENDS="$SENDS $MODE=$spg"
 	local desc
-	desc="$MODE ${PER_MODE} s: $streams streams ($vstreams verified, $(awk -v b="$vbytes" 'BEGIN { printf "%.1f", b / 1048576 }') MiB), lost $lost B; faults: ${resets:-0} client resets, $stalls stalls, $uresets upstream resets, ${restarts:-0} restarts, ${hups:-skipped} SIGHUP; $fo_down failover rounds; sends/GiB $spg; RSS KiB listen/start->end$rss_note"
+	desc="$MODE ${PER_MODE} s: $streams streams ($vstreams verified, $(awk -v b="$vbytes" 'BEGIN { printf "%.1f", b / 1048576 }') MiB), lost $lost B; faults: ${resets:-0} client resets, $stalls stalls, $uresets upstream resets, ${restarts:-0} restarts, ${hups:-skipped} SIGHUP, ${slow:-0} of the stalls still moving after 24 s; E: ${e_failed:-?} failovers, $fo_down rounds while its first upstream was down; sends/GiB $spg; RSS KiB listen/start->end$rss_note"
 	mark "$d" "results read"
 	if [ -z "$why" ]; then
 		echo "ok soak: $desc"

@@ -11,9 +11,10 @@ usage error or when it could not run at all: the soak judges the counts).
   stall     stalled clients: --conns at a time, each sends (non-blocking)
             until its socket is full or --max bytes went out and then never
             reads; it waits until the proxy closes it (poll: POLLRDHUP,
-            POLLHUP or POLLERR; nothing is read), at most --hold seconds,
-            then closes with RST.  Counts "closed" (by the proxy) and
-            "held" (still open after --hold: the proxy never gave up).
+            POLLHUP or POLLERR; nothing is read), then closes with RST.
+            Counts "closed" (by the proxy), "held" (its queues, FIONREAD and
+            TIOCOUTQ, did not move for --hold seconds and the proxy did not
+            close it) and "slow" (still moving after 2 x --hold: not stalled).
   upstream  for a proxy whose upstreams are servers.py readclose and
             blackhole: --conns workers, each connects, uploads --min..--max
             bytes of servers.py's checked stream (servers.py verifies them)
@@ -23,12 +24,14 @@ usage error or when it could not run at all: the soak judges the counts).
 """
 
 import argparse
+import fcntl
 import os
 import random
 import select
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 
@@ -91,22 +94,52 @@ def push_until_full(s, limit, rnd):
     return sent, True
 
 
-def wait_closed(s, hold):
-    """True when the peer closed or reset s within hold seconds (nothing read)."""
+def queued(s):
+    """(bytes waiting to be read, bytes not yet acknowledged) on s."""
+    def q(req):
+        return struct.unpack("i", fcntl.ioctl(s.fileno(), req, b"\0" * 4))[0]
+    try:
+        return q(termios.FIONREAD), q(termios.TIOCOUTQ)
+    except OSError:
+        return None
+
+
+def wait_closed(s, hold, limit):
+    """How a client that reads nothing ended: "closed" when the peer closed
+    or reset s; "held" when its queues did not move for hold seconds (the
+    proxy moved none of its bytes either way and did not close it); "slow"
+    when bytes still moved after limit seconds (not stalled: the proxy was
+    still taking and sending its bytes, only slowly)."""
     p = select.poll()
     p.register(s, select.POLLRDHUP | select.POLLERR | select.POLLHUP)
-    deadline = time.monotonic() + hold
+    start = moved = time.monotonic()
+    last = queued(s)
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        if p.poll(min(left, 0.5) * 1000):
-            return True
+        if p.poll(500):
+            return "closed"
+        now = time.monotonic()
+        q = queued(s)
+        if q != last:
+            last, moved = q, now
+        if now - moved >= hold:
+            return "held"
+        if now - start >= limit:
+            return "slow"
+
+
+def say_held(s, sent, hold):
+    q = queued(s) or (-1, -1)
+    try:
+        local = s.getsockname()[1]
+    except OSError:
+        local = 0
+    print("stall: port %d held: sent %d, %d unread, %d unacknowledged, nothing moved for %.0f s"
+          % (local, sent, q[0], q[1], hold), flush=True)
 
 
 def run_stall(a, rnd, end):
     lock = threading.Lock()
-    cnt = {"stalls": 0, "closed": 0, "held": 0, "connect_errors": 0, "bytes": 0}
+    cnt = {"stalls": 0, "closed": 0, "held": 0, "slow": 0, "connect_errors": 0, "bytes": 0}
 
     def worker(seed):
         r = random.Random(seed)
@@ -125,19 +158,21 @@ def run_stall(a, rnd, end):
             if alive:
                 more, alive = push_until_full(s, a.max, r)
                 sent += more
-            closed = not alive or wait_closed(s, a.hold)
+            how = wait_closed(s, a.hold, 2 * a.hold) if alive else "closed"
+            if how == "held":
+                say_held(s, sent, a.hold)
             reset_close(s)
             with lock:
                 cnt["stalls"] += 1
                 cnt["bytes"] += sent
-                cnt["closed" if closed else "held"] += 1
+                cnt[how] += 1
 
     ts = [threading.Thread(target=worker, args=(rnd.random(),), daemon=True)
           for _ in range(a.conns)]
     for t in ts:
         t.start()
     for t in ts:
-        t.join(max(0.0, end - time.monotonic()) + a.hold + 10)
+        t.join(max(0.0, end - time.monotonic()) + 2 * a.hold + 10)
     print("stall: " + " ".join("%s=%d" % kv for kv in cnt.items()), flush=True)
 
 

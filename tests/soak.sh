@@ -54,7 +54,11 @@
 # Then one summary line "soak: ..."; exit 0 only when every mode passed.
 # The logs (kept on failure or with E2E_KEEP=1) have each mode's results,
 # a timeline and every proxy's RSS every 5 s (DIR/MODE/rss).
-# Env: SHEAF, SOAK_SECONDS, SOAK_MODES, SOAK_SEED (default 1), E2E_KEEP=1
+# SOAK_CLEAN=yes runs the same load without the faults (no client resets,
+# stalls, upstream uploads to C, restarts of D's upstream, SIGHUP) and
+# skips the checks that need them: its sends/GiB are what a soak's are
+# compared with.
+# Env: SHEAF, SOAK_SECONDS, SOAK_MODES, SOAK_SEED (default 1), SOAK_CLEAN, E2E_KEEP=1
 # keeps the logs, SOAK_A_ARGS .. SOAK_E_ARGS replace a proxy's options,
 # SOAK_HUP=yes|no sends SIGHUP or not whatever --help says.  Total wall time: SOAK_SECONDS + ~15 s per mode.
 . "$(dirname "$0")/e2e/lib.sh"
@@ -64,6 +68,7 @@ command -v python3 >/dev/null 2>&1 || skip "python3 missing"
 SECONDS_TOTAL=${SOAK_SECONDS:-600}
 MODES=${SOAK_MODES:-"bundle ring plain sendmsg epoll"}
 SEED=${SOAK_SEED:-1}
+CLEAN=${SOAK_CLEAN:-no}
 FAULTS_PY="$REPO_ROOT/tests/soak_faults.py"
 # the interpreter itself, not a wrapper script that finds it (pyenv's shims
 # take seconds to start on a busy machine); lib.sh's start_server uses this
@@ -86,6 +91,7 @@ WARMUP=$((PER_MODE / 5))
 
 # SIGHUP only to a proxy that handles it (SOAK_HUP=yes|no overrides)
 HUP=${SOAK_HUP:-auto}
+[ "$CLEAN" = yes ] && HUP=no
 if [ "$HUP" = auto ]; then
 	if "$SHEAF" proxy --help 2>&1 | grep -q SIGHUP; then HUP=yes; else HUP=no; fi
 fi
@@ -293,7 +299,7 @@ d_sink() {
 lane_restart_ctl() {
 	local up=$1 end=$2 d=$3 gen=0 restarts=0 spid i=0 sl
 	RANDOM=$((SEED * 7 + 3))
-	sleep 3
+	[ "$CLEAN" = yes ] || sleep 3
 	d_sink "$up" "$d" spid || { put "$d/results" "setup FAIL restart: sink on port $up: $(one_line "$d/d.sink.err")"; return; }
 	gen=1
 	echo "$gen up" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
@@ -302,6 +308,7 @@ lane_restart_ctl() {
 		pick sl 2 3 4 5
 		# one restart at least; the last generation stays up for 4 s
 		[ "$restarts" -eq 0 ] && sl=2
+		[ "$CLEAN" != yes ] || break
 		[ "$restarts" -eq 0 ] || [ $(( $(now) + sl + 5 )) -lt "$end" ] || break
 		sleep "$sl"
 		echo "$gen down" >"$d/d.state.tmp" && mv "$d/d.state.tmp" "$d/d.state"
@@ -376,7 +383,7 @@ lane_failover_rounds() {
 	RANDOM=$((SEED * 7 + 5))
 	while [ "$n" -lt 100000 ]; do
 		if [ "$(now)" -ge "$end" ]; then
-			[ -e "$d/d.ctl.done" ] && taken_back "$log" "$up" && break
+			[ -e "$d/d.ctl.done" ] && { [ "$CLEAN" = yes ] || taken_back "$log" "$up"; } && break
 			[ "$(now)" -lt $((end + 20)) ] || break
 		fi
 		n=$((n + 1))
@@ -506,6 +513,7 @@ soak_mode() {
 	lane lane_rss "$end" "$d" "A=$PX_A_PID" "B=$PX_B_PID" "C=$PX_C_PID" "D=$PX_D_PID" "E=$PX_E_PID"
 	[ "$HUP" = yes ] && lane lane_hup "$end" "$d" "$PX_A_PID" "$PX_B_PID" "$PX_C_PID" "$PX_D_PID" "$PX_E_PID"
 	local py=()
+	[ "$CLEAN" = yes ] || {
 	timeout $((PER_MODE + 60)) "$PY" "$FAULTS_PY" resets --port "$PX_B_PORT" \
 		--seconds "$PER_MODE" --min 1 --max 256K --seed "$SEED" >"$d/resets.out" 2>&1 &
 	py+=($!); track $!
@@ -517,6 +525,7 @@ soak_mode() {
 		--seconds "$PER_MODE" --conns 3 --min 16K --max 256K --hold 10 --seed "$SEED" \
 		>"$d/upstream.out" 2>&1 &
 	py+=($!); track $!
+	}
 
 	mark "$d" "lanes started"
 	# RSS at start: after the warm-up
@@ -610,6 +619,8 @@ soak_mode() {
 	[ "$(sum_results "$res" stream streams ok)" -gt 0 ] || why="$why; no verified stream round completed"
 	[ "$(sum_results "$res" echo streams ok)" -gt 0 ] || why="$why; no echo stream round completed"
 	[ "$(sum_results "$res" rr streams ok)" -gt 0 ] || why="$why; no request/response round completed"
+	# the fault clients' own checks (a clean run has none)
+	if [ "$CLEAN" != yes ]; then
 	resets=$(sed -n 's/^resets: sent=\([0-9]*\).*/\1/p' "$d/resets.out")
 	[ -n "$resets" ] || why="$why; reset client: $(one_line "$d/resets.out")"
 	stalls=$(sed -n 's/^stall: stalls=\([0-9]*\).*/\1/p' "$d/stall.out")
@@ -620,6 +631,7 @@ soak_mode() {
 	hung=$(sed -n 's/^upstream: .* hung=\([0-9]*\).*/\1/p' "$d/upstream.out")
 	[ -n "$hung" ] || why="$why; upstream client: $(one_line "$d/upstream.out")"
 	[ "${hung:-0}" = 0 ] || why="$why; $hung uploads through C still open after 10 s (--idle-timeout 2000)"
+	fi
 	uresets=$(count_lines "$rc_out" 'closed (reset)')
 	local bh_held
 	bh_held=$(count_lines "$bh_out" ' held$')
@@ -627,13 +639,13 @@ soak_mode() {
 	bad=$(grep -m3 BAD "$rc_out" | tr '\n' ';')
 	[ -z "$bad" ] || why="$why; readclose server: $bad"
 	restarts=$(sed -n 's/^restarts \([0-9]*\)/\1/p' "$res")
-	[ "${restarts:-0}" -ge 1 ] || why="$why; upstream of D never restarted"
+	[ "${restarts:-0}" -ge 1 ] || [ "$CLEAN" = yes ] || why="$why; upstream of D never restarted"
 	# recovery: a good round in the last generation, and the proxy started
 	# with D's upstream down (faulted rounds before generation 1)
 	local lastgen
 	lastgen=$(( ${restarts:-0} + 1 ))
 	grep -q "^restart ok .* gen=$lastgen\$" "$res" || why="$why; D: no verified round after the last restart (generation $lastgen)"
-	grep -q 'state=0 down' "$res" || why="$why; D: no round while its upstream was still down at start"
+	grep -q 'state=0 down' "$res" || [ "$CLEAN" = yes ] || why="$why; D: no round while its upstream was still down at start"
 	# failover: connects to E's first upstream failed (it was down when E
 	# started) and yet no client was closed for want of an upstream: each
 	# went on to the second; and E took the first back after its last
@@ -642,13 +654,13 @@ soak_mode() {
 	local fo_down e_failed e_noup
 	fo_down=$(grep -c '^failover ok .* first=down$' "$res")
 	e_failed=$(proxy_stat "$PX_E_OUT" connect_failed) e_noup=$(proxy_stat "$PX_E_OUT" no_upstream)
-	[ "${e_failed:-0}" -gt 0 ] || why="$why; E: no connect to its first upstream failed (connect_failed=${e_failed:-?})"
+	[ "${e_failed:-0}" -gt 0 ] || [ "$CLEAN" = yes ] || why="$why; E: no connect to its first upstream failed (connect_failed=${e_failed:-?})"
 	[ "${e_noup:-x}" = 0 ] || why="$why; E: $e_noup clients closed for want of an upstream, with its second one up"
 	# (timing: the down windows are a few seconds; a short run on loaded
 	# cores may have none that fits a round, so only the long soak insists)
-	[ "$fo_down" -gt 0 ] || [ "${SOAK_SECONDS:-600}" -lt 300 ] ||
+	[ "$fo_down" -gt 0 ] || [ "${SOAK_SECONDS:-600}" -lt 300 ] || [ "$CLEAN" = yes ] ||
 		why="$why; E: no verified round while its first upstream was down"
-	taken_back "$PX_E_ERR" "$dport" ||
+	[ "$CLEAN" = yes ] || taken_back "$PX_E_ERR" "$dport" ||
 		why="$why; E: after the last restart, its first upstream was not taken back (last: $(grep "upstream 127.0.0.1:$dport " "$PX_E_ERR" | tail -n1))"
 	hups=$(sed -n 's/^hup \([0-9]*\)/\1/p' "$res")
 	grep -q '^setup FAIL' "$res" && why="$why; $(grep -m1 '^setup FAIL' "$res")"
@@ -674,7 +686,7 @@ soak_mode() {
 	fi
 }
 
-[ "$HUP" = yes ] || [ -n "${SOAK_HUP:-}" ] ||
+[ "$HUP" = yes ] || [ -n "${SOAK_HUP:-}" ] || [ "$CLEAN" = yes ] ||
 	echo "soak: SIGHUP skipped: $SHEAF proxy --help does not mention SIGHUP (it would kill the proxy)"
 for m in $MODES; do
 	soak_mode "$m" || { MODE_FAIL=$((MODE_FAIL + 1)); E2E_KEEP=1; }
@@ -684,7 +696,7 @@ hup_txt=$T_HUPS
 [ "$HUP" = yes ] || hup_txt="skipped"
 verdict=PASS
 [ "$MODE_FAIL" -eq 0 ] && [ "$MODE_OK" -gt 0 ] || verdict=FAIL
-echo "soak: $SECONDS_TOTAL s over $MODES (seed $SEED): $T_STREAMS streams, $T_VSTREAMS verified," \
+echo "soak$([ "$CLEAN" = yes ] && echo " (clean: no faults)"): $SECONDS_TOTAL s over $MODES (seed $SEED): $T_STREAMS streams, $T_VSTREAMS verified," \
 	"$(awk -v b="$T_VBYTES" 'BEGIN { printf "%.2f", b / 1073741824 }') GiB verified;" \
 	"faults $((T_RESETS + T_STALLS + T_URESETS + T_RESTARTS + T_HUPS))" \
 	"($T_RESETS client resets, $T_STALLS stalls, $T_URESETS upstream resets, $T_RESTARTS upstream restarts, SIGHUP $hup_txt);" \

@@ -106,7 +106,7 @@ for m in $modes; do
 	start_example lines 127.0.0.1:0 "$m"
 	timeout 60 python3 "$CLIENTS" lines "$EX_PORT" 20000 >"$E2E_TMP/cl.out" ||
 		{ cat "$E2E_TMP/cl.out"; fail "lines $m: answers wrong"; }
-	timeout 60 python3 "$CLIENTS" lines "$EX_PORT" 30000 --stall 1.5 >"$E2E_TMP/cl.out" ||
+	timeout 180 python3 "$CLIENTS" lines "$EX_PORT" 30000 --stall 1.5 >"$E2E_TMP/cl.out" ||
 		{ cat "$E2E_TMP/cl.out"; fail "lines $m: answers wrong with a stalled reader"; }
 	say "ok lines $m: 20000 answers checked, and 30000 with a reader stalled for 1.5 s"
 	stop_example lines

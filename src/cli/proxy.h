@@ -91,7 +91,8 @@ struct proxy {
 	uint32_t max_conns, backlog, threads;
 	uint32_t connect_timeout_ms, idle_timeout_ms, stall_timeout_ms;
 	uint32_t check_interval_ms, drain_timeout_ms;
-	bool nodelay, strict, quiet;
+	uint32_t napi_busy_poll_us;  /* 0: off */
+	bool nodelay, strict, quiet, sqpoll;
 	enum log_mode log;
 	struct addr metrics_addr;
 	bool have_metrics;

@@ -164,27 +164,12 @@ struct sheaf_loop_config {
 			       * program closes them, up to drain_timeout_ms.
 			       * 0: it closes every connection at once, and each
 			       * sends what it has queued first */
-	uint32_t sqpoll_idle_ms; /* io_uring modes: 0 = no SQPOLL. Else a kernel
-				  * thread of this process takes the submissions
-				  * (fewer io_uring_enter calls, but a core busy
-				  * polling); it sleeps after this many ms with
-				  * nothing to submit. At most 60000; the epoll
-				  * mode ignores it */
-	uint32_t napi_busy_poll_us; /* io_uring modes: while waiting, busy-poll the
-				     * NAPI contexts of the loop's sockets for up
-				     * to this many us (IORING_REGISTER_NAPI, Linux
-				     * 6.9; sheaf_loop_new fails -EOPNOTSUPP
-				     * without it). Does nothing for sockets
-				     * without NAPI (loopback). At most 1000000;
-				     * 0 = off; the epoll mode ignores it */
 };
 
 /* Limits for the configuration above. */
 #define SHEAF_MAX_BUF_SIZE (1u << 20)
 #define SHEAF_MAX_BUFS 32768u
 #define SHEAF_MAX_WRITE_BUFS 16384u
-#define SHEAF_MAX_SQPOLL_IDLE_MS 60000u
-#define SHEAF_MAX_NAPI_BUSY_POLL_US 1000000u
 
 /*
  * Fills *cfg with the defaults and sets cfg->size: io auto, 4 KiB buffers,

@@ -16,8 +16,6 @@
 #include "proxy.h"
 #include "proxy_proto.h"
 
-#define SQPOLL_IDLE_MS 1000 /* --sqpoll: the kernel's default idle time */
-
 static const char help[] =
 	"usage: sheaf proxy --listen HOST:PORT --upstream HOST:PORT [options]\n"
 	"       sheaf proxy --config FILE [--check]\n"
@@ -96,14 +94,6 @@ static const char help[] =
 	"  --nodelay              TCP_NODELAY on both sides: lower latency for small writes\n"
 	"                         (the default, as in HAProxy's tcp mode)\n"
 	"  --no-nodelay           leave Nagle's algorithm on (fewer, larger packets)\n"
-	"  --sqpoll               io_uring modes: a kernel thread per event loop takes the\n"
-	"                         submissions, polling for 1 s after the last (fewer\n"
-	"                         system calls, but it keeps a core busy under load;\n"
-	"                         bench/notes.md has what it cost here)\n"
-	"  --napi-busy-poll US    io_uring modes: while waiting, busy-poll the network\n"
-	"                         device's queues (NAPI) of the sockets for up to US\n"
-	"                         microseconds (1 .. 1000000; Linux 6.9; nothing to poll\n"
-	"                         on loopback)\n"
 	"  --drain-timeout MS     on SIGINT/SIGTERM: stop accepting, let the connections\n"
 	"                         finish for up to MS milliseconds (1 .. 86400000, default\n"
 	"                         2000), then cut (reset) the rest (HAProxy's soft stop and\n"
@@ -1169,8 +1159,6 @@ static int loop_config(struct proxy *px, struct sheaf_loop_config *cfg)
 	cfg->idle_timeout_ms = px->idle_timeout_ms;
 	cfg->stall_timeout_ms = px->stall_timeout_ms;
 	cfg->drain_timeout_ms = px->drain_timeout_ms;
-	cfg->sqpoll_idle_ms = px->sqpoll ? SQPOLL_IDLE_MS : 0;
-	cfg->napi_busy_poll_us = px->napi_busy_poll_us;
 	cfg->soft_stop = 1; /* SIGTERM lets connections finish, up to the drain timeout */
 	if (pp || px->have_metrics) /* ~1 MiB for headers, early bytes, metrics */
 		for (cfg->write_bufs = 64; cfg->write_bufs < 16384 &&

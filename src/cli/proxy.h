@@ -91,8 +91,7 @@ struct proxy {
 	uint32_t max_conns, backlog, threads;
 	uint32_t connect_timeout_ms, idle_timeout_ms, stall_timeout_ms;
 	uint32_t check_interval_ms, drain_timeout_ms;
-	uint32_t napi_busy_poll_us;  /* 0: off */
-	bool nodelay, strict, quiet, sqpoll;
+	bool nodelay, strict, quiet;
 	enum log_mode log;
 	struct addr metrics_addr;
 	bool have_metrics;

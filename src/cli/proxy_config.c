@@ -27,7 +27,7 @@ enum opt_id {
 	O_HEADER_TIMEOUT,
 	O_IO, O_BUF_SIZE, O_BUFS, O_MAX_CONNS, O_BACKLOG, O_STRICT, O_THREADS,
 	O_CONNECT_TIMEOUT, O_IDLE_TIMEOUT, O_STALL_TIMEOUT, O_CHECK_INTERVAL, O_NODELAY,
-	O_NO_NODELAY, O_QUIET, O_LOG, O_METRICS, O_DRAIN_TIMEOUT, O_SQPOLL, O_NAPI_BUSY_POLL,
+	O_NO_NODELAY, O_QUIET, O_LOG, O_METRICS, O_DRAIN_TIMEOUT,
 	O_CONFIG, O_CHECK, O_HELP,
 	O__COUNT
 };
@@ -66,8 +66,6 @@ static const struct opt {
 	[O_LOG] = { "log", GLOBAL, "none|errors|conn" },
 	[O_METRICS] = { "metrics", GLOBAL, "HOST:PORT" },
 	[O_DRAIN_TIMEOUT] = { "drain-timeout", GLOBAL, "MS" },
-	[O_SQPOLL] = { "sqpoll", GLOBAL },
-	[O_NAPI_BUSY_POLL] = { "napi-busy-poll", GLOBAL, "US" },
 	[O_CONFIG] = { "config", CMDLINE, "FILE" },
 	[O_CHECK] = { "check", CMDLINE },
 	[O_HELP] = { "help", CMDLINE },
@@ -79,8 +77,7 @@ const char proxy_config_help[] =
 	"comment (at the start of a line or after a space). Options for the whole\n"
 	"process come first (or under a [global] line): io, buf-size, bufs, max-conns,\n"
 	"backlog, strict, threads, connect-timeout, idle-timeout, stall-timeout,\n"
-	"check-interval, nodelay, no-nodelay, quiet, log, metrics, drain-timeout, sqpoll,\n"
-	"napi-busy-poll. Then one\n"
+	"check-interval, nodelay, no-nodelay, quiet, log, metrics, drain-timeout. Then one\n"
 	"section per listener, [frontend NAME] (NAME: letters, digits, _ - ., at most\n"
 	"31), with listen, upstream (repeated), balance, send-proxy, send-proxy-v2,\n"
 	"accept-proxy, header-timeout. At most 8 frontends (7 with metrics). Every\n"
@@ -253,10 +250,6 @@ static int opt_set(enum opt_id id, const char *val, struct proxy *px, struct fro
 	case O_DRAIN_TIMEOUT: return set_ms(val, &px->drain_timeout_ms, 1, why, len);
 	case O_NODELAY: px->nodelay = true; return 0;
 	case O_NO_NODELAY: px->nodelay = false; return 0;
-	case O_SQPOLL: px->sqpoll = true; return 0;
-	case O_NAPI_BUSY_POLL:
-		return set_range(val, &px->napi_busy_poll_us, 1, SHEAF_MAX_NAPI_BUSY_POLL_US,
-				 "microseconds,", why, len);
 	case O_QUIET: px->quiet = true; return 0;
 	case O_LOG: return set_log(val, px, why, len);
 	case O_METRICS:

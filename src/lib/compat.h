@@ -23,17 +23,4 @@
 #define IORING_SETUP_DEFER_TASKRUN (1U << 13)
 #endif
 
-/*
- * IORING_REGISTER_NAPI (Linux 6.9) is an enum constant in newer headers, so
- * it cannot be tested with #ifndef: sheaf's own names, with the kernel's
- * values and layout (struct io_uring_napi).
- */
-#define SHEAF__REGISTER_NAPI 27
-struct sheaf__napi_reg {
-	__u32 busy_poll_to;     /* microseconds */
-	__u8 prefer_busy_poll;
-	__u8 pad[3];
-	__u64 resv;
-};
-
 #endif

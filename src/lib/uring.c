@@ -25,40 +25,7 @@ static uint64_t ud(const struct sheaf_conn *c, unsigned op)
  * order and only while this thread waits, which the bundle mapping needs.
  * The ring starts disabled, so that the issuer is the thread that runs the
  * loop (the first wait enables it), not the one that created it.
- * With SQPOLL the kernel refuses DEFER_TASKRUN: the poller thread is then
- * the one issuer, and it also runs the task work that receives (a poll
- * that fired), one batch after another, each posting its completions in
- * the order it consumed buffers; so consumption order holds, but
- * completions arrive while this thread runs too (it reads the CQ tail
- * once per turn).
  */
-static void setup_params(const struct sheaf_loop *l, struct io_uring_params *p)
-{
-	memset(p, 0, sizeof(*p));
-	p->flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE |
-		   IORING_SETUP_R_DISABLED;
-	if (l->cfg.sqpoll_idle_ms) {
-		p->flags |= IORING_SETUP_SQPOLL;
-		p->sq_thread_idle = l->cfg.sqpoll_idle_ms;
-	} else {
-		p->flags |= IORING_SETUP_DEFER_TASKRUN;
-	}
-	p->cq_entries = CQ_ENTRIES;
-}
-
-/* Busy polling of the sockets' NAPI contexts while waiting: the kernel
- * learns a socket's context when it arms a poll on it. */
-static int napi_register(struct io_uring *ring, uint32_t us)
-{
-	struct sheaf__napi_reg reg;
-
-	memset(&reg, 0, sizeof(reg));
-	reg.busy_poll_to = us;
-	if (syscall(__NR_io_uring_register, ring->ring_fd, SHEAF__REGISTER_NAPI, &reg, 1) < 0)
-		return errno == EINVAL ? -EOPNOTSUPP : -errno;
-	return 0;
-}
-
 static int uring_init(struct sheaf_loop *l)
 {
 	struct sheaf__uring *u = calloc(1, sizeof(*u));
@@ -67,15 +34,16 @@ static int uring_init(struct sheaf_loop *l)
 
 	if (!u)
 		return -ENOMEM;
-	setup_params(l, &p);
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
+	p.cq_entries = CQ_ENTRIES;
 	ret = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &p);
 	if (ret) {
 		free(u);
 		return ret;
 	}
 	l->be_state = u;
-	if (l->cfg.napi_busy_poll_us)
-		ret = napi_register(&u->ring, l->cfg.napi_busy_poll_us);
 	for (unsigned d = 0; d < SHEAF__DIRS && !ret; d++)
 		ret = sheaf__ring_register(&u->ring, l->pool[d].br, l->pool[d].nbufs,
 					   l->pool[d].bgid, 0);

@@ -39,10 +39,7 @@ static inline struct io_uring_sqe *sheaf__uring_sqe(struct sheaf_loop *l)
 	if (!sqe) {
 		l->st.enters++;
 		io_uring_submit(ring);
-		/* the SQ is empty now; with SQPOLL, once its thread took the
-		 * entries (io_uring_sqring_wait returns at once without) */
-		while (!(sqe = io_uring_get_sqe(ring)) && io_uring_sqring_wait(ring) >= 0)
-			;
+		sqe = io_uring_get_sqe(ring); /* the SQ is empty now */
 	}
 	return sqe;
 }

@@ -45,36 +45,6 @@ static int pool_alloc_arrays(struct sheaf__pool *p)
 	return 0;
 }
 
-#define HUGE (2u << 20)
-
-/*
- * The buffers' memory, untouched (a page is faulted in where a buffer is
- * first used). A pool of 2 MiB or more is placed on a 2 MiB boundary and
- * marked MADV_HUGEPAGE, so that where transparent huge pages are enabled
- * ("madvise" or "always") the kernel may back it with 2 MiB pages.
- */
-static void *pool_mem(size_t len)
-{
-	size_t page = (size_t)sysconf(_SC_PAGESIZE), span, lead;
-	uint8_t *p, *a;
-
-	if (len < HUGE) {
-		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		return p == MAP_FAILED ? NULL : p;
-	}
-	span = (len + page - 1) & ~(page - 1);
-	p = mmap(NULL, span + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	a = (uint8_t *)(((uintptr_t)p + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
-	lead = (size_t)(a - p);
-	if (lead)
-		munmap(p, lead);
-	munmap(a + span, HUGE - lead);
-	madvise(a, span, MADV_HUGEPAGE);
-	return a;
-}
-
 /*
  * Builds the pool with every buffer published in its ring; registering the
  * ring with io_uring is the backend's part (the epoll backend and the unit
@@ -94,9 +64,12 @@ int sheaf__pool_init(struct sheaf__pool *p, uint32_t buf_size, uint32_t nbufs,
 	p->mask = nbufs - 1;
 	p->bgid = bgid;
 	p->mem_len = (size_t)buf_size * nbufs;
-	p->mem = pool_mem(p->mem_len);
-	if (!p->mem)
+	p->mem = mmap(NULL, p->mem_len, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p->mem == MAP_FAILED) {
+		p->mem = NULL;
 		return -ENOMEM;
+	}
 	p->br = sheaf__ring_alloc(nbufs, &p->br_len);
 	ret = p->br ? pool_alloc_arrays(p) : -ENOMEM;
 	if (ret) {

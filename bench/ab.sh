@@ -6,7 +6,8 @@
 # Per run: each proxy's CPU-s per 100k requests over the source's
 # measurement window (/proc/PID/stat) and the ratio B/A; then the medians.
 # This is how the levers in bench/notes.md were measured. Env: SHEAF (the
-# binary for source and sink, default build/sheaf), MSG (request size, 64).
+# binary for source and sink, default build/sheaf), MSG (request size, 64),
+# A_ARGS and B_ARGS (more options for that sheaf proxy, e.g. --sqpoll).
 set -u
 cd "$(dirname "$0")/.."
 S=${SHEAF:-build/sheaf}
@@ -37,8 +38,11 @@ start_proxy() { # VARIANT TAG: sets PX and PP
 	else
 		local bin=${v%%:*} mode=${v#*:}
 		[ "$mode" = "$v" ] && mode=bundle
+		local extra=${A_ARGS:-}
+		[ "$2" = b ] && extra=${B_ARGS:-}
+		# shellcheck disable=SC2086
 		"$bin" proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$SP" --io "$mode" --nodelay \
-			--max-conns 9000 >"$o.out" 2>&1 &
+			--max-conns 9000 $extra >"$o.out" 2>&1 &
 		PX=$!
 		PP=$(port_of "$o.out")
 	fi

@@ -28,11 +28,16 @@
 #   BUFS            buffers for both proxies; empty: sheaf's default for the
 #                   size (read from its banner) and the same -n for proxy.c
 #                   (a power of two, as proxy.c needs) []
+#   LIBURING_BUFS   proxy.c's -n instead of the same count (e.g. 256, its
+#                   own default) []
 #   LIBURING_FLAGS  proxy.c's mode flags [-m1 -u1 -C1 -c1]: multishot recv,
 #                   ring-provided send buffers, send and recv bundles; its
 #                   defaults add DEFER_TASKRUN, fixed files and a registered
 #                   ring fd
 #   SHEAF_FLAGS     [--io bundle]
+#   SHEAF_B, SHEAF_B_FLAGS  either set: a third proxy in every round, "sheaf-b"
+#                   (another binary and/or other flags, for before/after; the
+#                   ratio column stays sheaf / liburing, sheaf-b's in its own)
 #   RUN_TIMEOUT     seconds a run may take before it fails [60]
 #   OUT             also write every run (tab-separated) to this file
 # proxy.c listens on INADDR_ANY (it has no option for the address); the
@@ -50,8 +55,17 @@ ROUNDS=${ROUNDS:-5}
 SIZES=${SIZES:-32 1024}
 BYTES=${BYTES:-64M}
 BUFS=${BUFS:-}
+LIBURING_BUFS=${LIBURING_BUFS:-}
 LIBURING_FLAGS=${LIBURING_FLAGS:--m1 -u1 -C1 -c1}
 SHEAF_FLAGS=${SHEAF_FLAGS:---io bundle}
+SHEAF_B=${SHEAF_B:-}
+SHEAF_B_FLAGS=${SHEAF_B_FLAGS:-}
+KINDS="sheaf liburing"
+if [ -n "$SHEAF_B$SHEAF_B_FLAGS" ]; then
+	KINDS="sheaf sheaf-b liburing"
+	SHEAF_B=${SHEAF_B:-$SHEAF}
+	SHEAF_B_FLAGS=${SHEAF_B_FLAGS:-$SHEAF_FLAGS}
+fi
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 OUT=${OUT:-}
 [ -x "$SHEAF" ] || { echo "vs_liburing: $SHEAF not built (make)" >&2; exit 2; }
@@ -127,9 +141,11 @@ run() {
 		> "$d/sink.out" 2> "$d/sink.err" &
 	sink=$!; PIDS+=("$sink")
 	sport=$(wait_port "$d/sink.err") || { echo "vs_liburing: sink did not start" >&2; return 1; }
-	if [ "$kind" = sheaf ]; then
+	if [ "$kind" != liburing ]; then
+		local bin=$SHEAF flags=$SHEAF_FLAGS
+		[ "$kind" = sheaf-b ] && { bin=$SHEAF_B; flags=$SHEAF_B_FLAGS; }
 		# shellcheck disable=SC2086
-		"$SHEAF" proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$sport" $SHEAF_FLAGS \
+		"$bin" proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$sport" $flags \
 			--buf-size "$size" --bufs "$nbufs" > "$d/px.out" 2> "$d/px.err" &
 		px=$!; PIDS+=("$px")
 		pport=$(wait_port "$d/px.out") || { echo "vs_liburing: sheaf proxy did not start" >&2; return 1; }
@@ -138,7 +154,7 @@ run() {
 		for try in 1 2 3 4 5; do # another process may take the port first
 			pport=$(free_port)
 			# shellcheck disable=SC2086
-			"$LP" $LIBURING_FLAGS -b "$size" -n "$nbufs" -r "$pport" -H 127.0.0.1 \
+			"$LP" $LIBURING_FLAGS -b "$size" -n "${LIBURING_BUFS:-$nbufs}" -r "$pport" -H 127.0.0.1 \
 				-p "$sport" > "$d/px.out" 2> "$d/px.err" &
 			px=$!; PIDS+=("$px")
 			for i in $(seq 100); do
@@ -157,7 +173,7 @@ run() {
 	src_rc=$?
 	wait_pid "$sink"; sink_rc=$?
 	c1=$(cpu_ticks "$px")
-	if [ "$kind" = sheaf ]; then kill -TERM "$px" 2>/dev/null; else kill -INT "$px" 2>/dev/null; fi
+	if [ "$kind" != liburing ]; then kill -TERM "$px" 2>/dev/null; else kill -INT "$px" 2>/dev/null; fi
 	wait_pid "$px" > /dev/null || kill -KILL "$px" 2>/dev/null
 	kill -KILL "$sink" 2>/dev/null
 	sb=$(json_num "$d/src.out" bytes); kb=$(json_num "$d/sink.out" bytes)
@@ -168,11 +184,12 @@ run() {
 		ok="FAILED(source=$src_rc sink=$sink_rc bytes=${sb:-?}/${kb:-?})"
 		cat "$d/src.err" "$d/sink.err" "$d/px.err" >&2
 	fi
-	if [ "$kind" = sheaf ]; then
+	if [ "$kind" != liburing ]; then
 		extra="bufs/recv=$(json_num "$d/px.out" bufs_per_recv) bufs/send=$(json_num "$d/px.out" bufs_per_send) enters=$(json_num "$d/px.out" enters)"
 	else
 		extra="rcv=$(grep -o ' 0: rcv=[0-9]*' "$d/px.out" | cut -d= -f2) snd=$(grep -o ' 1: rcv=0 ([^)]*), snd=[0-9]*' "$d/px.out" | sed 's/.*snd=//') enobufs=$(grep -o ' 0: rcv=[0-9]* (short=[0-9]*, enobufs=[0-9]*' "$d/px.out" | sed 's/.*enobufs=//')"
 	fi
+	[ "$kind" = liburing ] && nbufs=${LIBURING_BUFS:-$nbufs}
 	awk -v k="$kind" -v s="$size" -v n="$nbufs" -v r="$round" -v m="${mbps:-0}" \
 	    -v c="$((c1 - c0))" -v t="$TCK" -v b="${kb:-0}" -v ok="$ok" -v x="$extra" \
 	    'BEGIN { g = b / 1073741824; printf "%s\t%s\t%s\t%s\t%.1f\t%.3f\t%s\t%s\n",
@@ -187,7 +204,8 @@ done
 
 echo "# vs_liburing: $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# sheaf: $SHEAF proxy $SHEAF_FLAGS --buf-size SIZE --bufs N"
-echo "# liburing: $LP $LIBURING_FLAGS -b SIZE -n N -r PORT -H 127.0.0.1 -p SINKPORT"
+[ -n "$SHEAF_B" ] && echo "# sheaf-b: $SHEAF_B proxy $SHEAF_B_FLAGS --buf-size SIZE --bufs N"
+echo "# liburing: $LP $LIBURING_FLAGS -b SIZE -n ${LIBURING_BUFS:-N} -r PORT -H 127.0.0.1 -p SINKPORT"
 echo "# source --bytes $BYTES --verify; sink --conns 1 --verify; $ROUNDS rounds"
 printf '# proxy\tsize\tbufs\tround\tMbit/s\tCPU-s/GiB\tcheck\tcounters\n'
 RES="$TMP/results"
@@ -195,7 +213,8 @@ RES="$TMP/results"
 fail=0
 for r in $(seq "$ROUNDS"); do
 	for s in $SIZES; do
-		if [ $((r % 2)) = 1 ]; then order="sheaf liburing"; else order="liburing sheaf"; fi
+		order=$KINDS
+		[ $((r % 2)) = 0 ] && order=$(echo "$KINDS" | tr ' ' '\n' | tac | tr '\n' ' ')
 		for k in $order; do
 			line=$(run "$k" "$s" "${NB[$s]}" "$r") || { fail=1; continue; }
 			echo "$line"
@@ -212,15 +231,19 @@ range() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", l
 col() { awk -F'\t' -v k="$1" -v s="$2" -v c="$3" '$1 == k && $2 == s && $7 == "ok" { print $c }' "$RES"; }
 
 echo
-echo "| size | bufs | sheaf Mbit/s | liburing Mbit/s | ratio | sheaf CPU-s/GiB | liburing CPU-s/GiB |"
-echo "|---|---|---|---|---|---|---|"
+echo "| size | bufs${LIBURING_BUFS:+ (proxy.c: $LIBURING_BUFS)} | sheaf Mbit/s | liburing Mbit/s | ratio | sheaf CPU-s/GiB | liburing CPU-s/GiB |${SHEAF_B:+ sheaf-b Mbit/s | sheaf-b CPU-s/GiB |}"
+echo "|---|---|---|---|---|---|---|${SHEAF_B:+---|---|}"
 for s in $SIZES; do
 	sm=$(col sheaf "$s" 5 | median); lm=$(col liburing "$s" 5 | median)
 	sc=$(col sheaf "$s" 6 | median); lc=$(col liburing "$s" 6 | median)
 	awk -v s="$s" -v n="${NB[$s]}" -v sm="$sm" -v lm="$lm" -v sc="$sc" -v lc="$lc" \
 	    -v sr="$(col sheaf "$s" 5 | range)" -v lr="$(col liburing "$s" 5 | range)" \
-	    'BEGIN { printf "| %s B | %s | %.0f (%s) | %.0f (%s) | %.2fx | %.3f | %.3f |\n",
-		     s, n, sm, sr, lm, lr, (lm > 0 ? sm / lm : 0), sc, lc }'
+	    -v b="$SHEAF_B" -v bm="$(col sheaf-b "$s" 5 | median)" -v bc="$(col sheaf-b "$s" 6 | median)" \
+	    -v br="$(col sheaf-b "$s" 5 | range)" \
+	    'BEGIN { printf "| %s B | %s | %.0f (%s) | %.0f (%s) | %.2fx | %.3f | %.3f |",
+		     s, n, sm, sr, lm, lr, (lm > 0 ? sm / lm : 0), sc, lc
+		     if (b != "") printf " %.0f (%s) | %.3f |", bm, br, bc
+		     printf "\n" }'
 done
 echo "(medians of the intact runs; ranges in brackets; ratio = sheaf / liburing)"
 exit $fail

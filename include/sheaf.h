@@ -39,6 +39,8 @@ enum sheaf_io {
 	SHEAF_IO_PLAIN,   /* one send per received buffer, no send ring */
 	SHEAF_IO_SENDMSG, /* recv bundles, queued buffers gathered into one sendmsg */
 	SHEAF_IO_EPOLL,   /* no io_uring: epoll with readv/sendmsg on the same pool */
+	SHEAF_IO_RECVMSG, /* multishot recvmsg (no bundles), sends as SHEAF_IO_SENDMSG;
+			   * buffers carry 16 bytes less payload (its header) */
 	SHEAF_IO__COUNT,
 };
 
@@ -440,7 +442,9 @@ int sheaf_conn_info(const struct sheaf_conn *c, struct sheaf_conn_info *info);
 	SHEAF_STATS_HIST(X, recv) /* receive completions with data, by \
 				     the buffers each filled */ \
 	SHEAF_STATS_HIST(X, send) /* send completions (send_cqes), by the \
-				     buffers each sent in full */
+				     buffers each sent in full */ \
+	X(recv_mshot_stops) /* multishot receives (recvmsg mode) cancelled \
+			       to keep a budget, for a pause or for waiters */
 /*
  * A histogram in power-of-two buckets: OP_hist_N counts the completions
  * that moved more than N/2 and at most N buffers (OP_hist_1: one or none),

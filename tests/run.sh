@@ -72,7 +72,7 @@ for build in build build-san; do
 		man_pages | api_doc) [ $build = build ] && count_e2e "$t" "$build/$name" ;;
 		proxy_matrix)
 			# every mode on the normal build, the two backends under the sanitizers
-			modes="bundle ring plain sendmsg epoll"
+			modes="bundle ring plain sendmsg epoll recvmsg"
 			[ $build = build-san ] && modes="bundle epoll"
 			for m in $modes; do
 				count_e2e "$t" "$build/$name:$m" "$m"

@@ -322,7 +322,7 @@ int io_opt(const char *cmd, struct io_opts *o, const char *name, const char *val
 	if (!strcmp(name, "io")) {
 		o->io = sheaf_io_parse(val);
 		if (o->io < 0) {
-			say(cmd, "--io %s: unknown mode (auto, bundle, ring, plain, sendmsg, epoll)", val);
+			say(cmd, "--io %s: unknown mode (auto, bundle, ring, plain, sendmsg, epoll, recvmsg)", val);
 			return EXIT_USAGE;
 		}
 	} else if (!strcmp(name, "buf-size")) {

@@ -35,7 +35,8 @@ static const char help[] =
 	"and latency percentiles.\n"
 	"  --quick            32 B and 4 KiB, ring vs bundle, 32 MiB, 3 runs (make run)\n"
 	"  --sizes LIST       buffer sizes, e.g. 32,80,320,1K (default 32,80,320,1K,4K,64K)\n"
-	"  --modes LIST       io modes (default ring,bundle,sendmsg,plain,epoll)\n"
+	"  --modes LIST       io modes: bundle, ring, plain, sendmsg, epoll, recvmsg\n"
+	"                     (default ring,bundle,sendmsg,plain,epoll)\n"
 	"  --bytes N          bytes per run (default 256M; 64M with --topology netns;\n"
 	"                     rr: request bytes, 4M)\n"
 	"  --runs N           runs per cell (default 3)\n"
@@ -85,7 +86,7 @@ static int list_item(int c, const char *item, unsigned i, struct bench_opts *o)
 	if (c == 'c' && num_opt("bench", "conns", item, 1, BENCH_MAX_CONNS, &v))
 		return EXIT_USAGE;
 	if (c == 'm' && mode <= 0) {
-		say("bench", "--modes: unknown mode '%s' (bundle, ring, plain, sendmsg, epoll)", item);
+		say("bench", "--modes: unknown mode '%s' (bundle, ring, plain, sendmsg, epoll, recvmsg)", item);
 		return EXIT_USAGE;
 	}
 	if (c == 'p' && !bench_peer_known(item)) {

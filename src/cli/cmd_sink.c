@@ -20,7 +20,7 @@ static const char help[] =
 	"  --conns N           exit after N streams ended (default: run until SIGINT);\n"
 	"                      connections that close without sending a byte do not count\n"
 	"  --echo              send everything received back (by reference, no copy)\n"
-	"  --io MODE           auto|bundle|ring|plain|sendmsg|epoll (default auto)\n"
+	"  --io MODE           auto|bundle|ring|plain|sendmsg|epoll|recvmsg (default auto)\n"
 	"  --buf-size BYTES    pool buffer size (default 64K)\n"
 	"  --bufs N            pool buffers, power of two (default: ~8 MiB of pool)\n"
 	"  --json              one JSON result line on stdout instead of text\n"

@@ -174,7 +174,7 @@ static int set_io(enum opt_id id, const char *val, struct io_opts *io, char *why
 	if (id == O_IO) {
 		io->io = sheaf_io_parse(val);
 		return io->io < 0 ? why_of(why, len, "unknown mode (auto, bundle, ring, plain, "
-					   "sendmsg, epoll)") : 0;
+					   "sendmsg, epoll, recvmsg)") : 0;
 	}
 	if (id == O_BUF_SIZE) {
 		if (parse_size(val, &size) || !size || size > SHEAF_MAX_BUF_SIZE)

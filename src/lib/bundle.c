@@ -34,6 +34,7 @@ int sheaf__bundle_map(struct sheaf__pool *p, uint16_t first_bid, uint32_t res,
 		uint32_t len = left < p->buf_size ? left : p->buf_size;
 
 		p->len[bid] = len;
+		p->off[bid] = 0;
 		left -= len;
 		bids[i] = bid;
 	}
@@ -56,4 +57,51 @@ int sheaf__bundle_resync(struct sheaf__pool *p, uint16_t first_bid)
 		}
 	}
 	return -ENOENT;
+}
+
+/*
+ * recvmsg mode maps by the id in the completion, not by ring order: a
+ * multishot posts its completions as it consumes buffers, while a
+ * request's last completion (and a single shot's) is posted with the batch
+ * at the end of the kernel's task-work run, so completions of different
+ * requests need not come in consumption order. Every recvmsg completion
+ * names its one buffer, and the ring holds every free buffer, so no ring
+ * position is reused early whatever the order.
+ * A multishot writes its header at the start of the buffer and the payload
+ * after it (docs/KERNEL.md, tests/kernel/recvmsg_multishot.c): the payload
+ * is forwarded where it lies, so the buffer's data starts at the payload.
+ * EOF is a completion of the header alone, its buffer consumed all the
+ * same.
+ */
+int sheaf__recvmsg_map(struct sheaf__pool *p, uint16_t bid, uint32_t res, bool header,
+		       uint16_t *bids)
+{
+	struct msghdr mh = { 0 }; /* as submitted: no name, no control data */
+	struct io_uring_recvmsg_out *o;
+	uint8_t *buf = sheaf__pool_buf(p, bid), *payload;
+
+	if (bid >= p->nbufs || res > p->buf_size || p->held >= p->nbufs) {
+		p->mismatches++;
+		return -EPROTO;
+	}
+	p->held++;
+	bids[0] = bid;
+	p->off[bid] = 0;
+	p->len[bid] = res;
+	if (!header)
+		return 1;
+	o = io_uring_recvmsg_validate(buf, (int)res, &mh);
+	payload = o ? io_uring_recvmsg_payload(o, &mh) : NULL;
+	if (!o || payload != buf + sizeof(*o) || sizeof(*o) + o->payloadlen != res) {
+		p->mismatches++;
+		sheaf__pool_put(p, bid);
+		return -EPROTO;
+	}
+	p->off[bid] = (uint16_t)sizeof(*o);
+	p->len[bid] = o->payloadlen;
+	if (!o->payloadlen) {
+		sheaf__pool_put(p, bid);
+		return 0;
+	}
+	return 1;
 }

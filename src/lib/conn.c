@@ -373,16 +373,21 @@ static void on_recv(struct sheaf_conn *c, const struct sheaf__event *ev)
 			c->rx = c->state == SHEAF__OPEN ? SHEAF__RX_IDLE : SHEAF__RX_DONE;
 	}
 	if (ev->res > 0 && (ev->flags & IORING_CQE_F_BUFFER)) {
-		n = sheaf__recv_map(c, ev);
-		if (n >= 0)
-			c->bytes_in += (uint32_t)ev->res;
+		uint32_t bytes = 0;
+
+		n = sheaf__recv_map(c, ev, &bytes);
+		c->bytes_in += n > 0 ? bytes : 0;
 		if (n < 0)
 			sheaf__conn_abort(c, n);
+		else if (!n && c->state == SHEAF__OPEN)
+			recv_eof(c); /* a multishot recvmsg's header without payload */
 		else if (c->state == SHEAF__OPEN)
-			deliver(c, (uint32_t)n, (uint32_t)ev->res);
+			deliver(c, (uint32_t)n, bytes);
 		else
 			while (n)
 				sheaf__buf_put(l->pool, l->bids[--n]);
+		if (ev->flags & IORING_CQE_F_MORE)
+			sheaf__recv_check(c);
 	} else if (ev->res == 0 && c->state == SHEAF__OPEN) {
 		recv_eof(c);
 	} else if (ev->res == -ENOBUFS) {
@@ -619,6 +624,7 @@ int sheaf_conn_pause(struct sheaf_conn *c)
 	if (c->state != SHEAF__OPEN || !c->started || c->peer || c->user_paused)
 		return -EINVAL;
 	c->user_paused = true; /* sheaf__recv_arm arms nothing now */
+	sheaf__recv_check(c);  /* and a multishot receive stops */
 	return 0;
 }
 

@@ -83,6 +83,8 @@ struct sheaf__pool {
 	uint16_t *shadow; /* bid at each ring position */
 	uint16_t *next;   /* queue link per bid (SHEAF__NIL ends a queue) */
 	uint32_t *len;    /* bytes of data held in each buffer */
+	uint16_t *off;    /* where that data starts in the buffer (after a
+			   * multishot recvmsg's header; else 0) */
 	uint32_t held;    /* buffers out of the ring (received, queued) */
 	uint64_t mismatches;
 };
@@ -117,6 +119,17 @@ int sheaf__ring_register(struct io_uring *ring, struct io_uring_buf_ring *br,
  */
 int sheaf__bundle_map(struct sheaf__pool *p, uint16_t first_bid, uint32_t res,
 		      bool bundle, uint16_t *bids);
+/*
+ * Maps a recvmsg completion of `res` bytes into buffer `bid` (by its id,
+ * whatever the ring order), writing it to bids[0]. With `header` (a
+ * multishot) the buffer begins with a struct io_uring_recvmsg_out (no name,
+ * no control data): the buffer's data is set to the payload after it
+ * (off[], len[]). Returns 1; 0 when the payload is empty (EOF: the buffer
+ * goes back to the ring); -EPROTO when the id or the header does not fit
+ * (nothing delivered, the buffer back in the ring if it was taken).
+ */
+int sheaf__recvmsg_map(struct sheaf__pool *p, uint16_t bid, uint32_t res, bool header,
+		       uint16_t *bids);
 /* After a mismatch: move head to the position holding first_bid, if any. */
 int sheaf__bundle_resync(struct sheaf__pool *p, uint16_t first_bid);
 
@@ -137,9 +150,12 @@ int sheaf__bundle_resync(struct sheaf__pool *p, uint16_t first_bid);
 /* next[] of a write-pool buffer the program holds (sheaf_conn_buf_get) */
 #define SHEAF__APP_HELD 0xfffeu
 
+/* The data a buffer holds starts here (sheaf__pool_buf is the buffer). */
 static inline uint8_t *sheaf__buf(struct sheaf__pool *pools, uint16_t g)
 {
-	return sheaf__pool_buf(&pools[SHEAF__GID_DIR(g)], SHEAF__GID_BID(g));
+	struct sheaf__pool *p = &pools[SHEAF__GID_DIR(g)];
+
+	return sheaf__pool_buf(p, SHEAF__GID_BID(g)) + p->off[SHEAF__GID_BID(g)];
 }
 static inline uint32_t *sheaf__buf_len(struct sheaf__pool *pools, uint16_t g)
 {
@@ -264,6 +280,8 @@ struct sheaf_conn {
 	uint16_t rx_want;              /* buffers the next receive asks for (recv.c) */
 	uint16_t rx_asked;             /* buffers the receive in flight asked for */
 	bool rx_drained;               /* the last receive left the socket empty */
+	bool rx_multi;                 /* the receive in flight is multishot */
+	bool rx_stopping;              /* ... and is being cancelled */
 	int err;
 	double deadline;               /* connect gives up then */
 	double active;                 /* when a byte last moved (idle timeout) */
@@ -394,12 +412,22 @@ void sheaf__reap(struct sheaf_loop *l);
 void sheaf__conn_resumed(struct sheaf_loop *l);  /* held data of resumed conns */
 void sheaf__conn_writable(struct sheaf_loop *l); /* write-pool waiters */
 
+/*
+ * Buffers a multishot recvmsg may still take after the completion on which
+ * sheaf decides to stop it: the rest of the kernel's pass (it posts up to
+ * 16 completions per run of its task work, all seen in one batch) and one
+ * more after the cancel (measured: docs/KERNEL.md). A multishot is armed
+ * only with more budget than this, and cancelled when no more is left.
+ */
+#define SHEAF__MSHOT_AFTER 16
+
 /* recv.c, for conn.c and loop.c */
 void sheaf__recv_arm(struct sheaf_conn *c);
 void sheaf__recv_wait(struct sheaf_conn *c);
 void sheaf__recv_stop(struct sheaf_conn *c);
 void sheaf__recv_forget(struct sheaf_conn *c);
-int sheaf__recv_map(struct sheaf_conn *c, const struct sheaf__event *ev);
+int sheaf__recv_map(struct sheaf_conn *c, const struct sheaf__event *ev, uint32_t *bytes);
+void sheaf__recv_check(struct sheaf_conn *c);
 void sheaf__recv_rearm_waiters(struct sheaf_loop *l);
 
 /* Kernel release triple parsing, shared by the probe and its tests. */

@@ -147,6 +147,10 @@ struct sheaf_loop *sheaf_loop_new(const struct sheaf_loop_config *cfg,
 		if (ret > 0)
 			l->cfg.io = ret, ret = 0;
 	}
+	/* recvmsg: each buffer begins with the kernel's header */
+	if (!ret && l->cfg.io == SHEAF_IO_RECVMSG &&
+	    l->cfg.buf_size <= sizeof(struct io_uring_recvmsg_out))
+		ret = -EINVAL;
 	if (ret) {
 		free(l);
 		goto fail;

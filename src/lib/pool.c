@@ -40,7 +40,8 @@ static int pool_alloc_arrays(struct sheaf__pool *p)
 	p->shadow = calloc(p->nbufs, sizeof(*p->shadow));
 	p->next = calloc(p->nbufs, sizeof(*p->next));
 	p->len = calloc(p->nbufs, sizeof(*p->len));
-	if (!p->shadow || !p->next || !p->len)
+	p->off = calloc(p->nbufs, sizeof(*p->off));
+	if (!p->shadow || !p->next || !p->len || !p->off)
 		return -ENOMEM;
 	return 0;
 }
@@ -92,6 +93,7 @@ void sheaf__pool_fini(struct sheaf__pool *p)
 	free(p->shadow);
 	free(p->next);
 	free(p->len);
+	free(p->off);
 	memset(p, 0, sizeof(*p));
 }
 

@@ -20,6 +20,7 @@ static const char *const io_names[SHEAF_IO__COUNT] = {
 	[SHEAF_IO_AUTO] = "auto",     [SHEAF_IO_BUNDLE] = "bundle",
 	[SHEAF_IO_RING] = "ring",     [SHEAF_IO_PLAIN] = "plain",
 	[SHEAF_IO_SENDMSG] = "sendmsg", [SHEAF_IO_EPOLL] = "epoll",
+	[SHEAF_IO_RECVMSG] = "recvmsg",
 };
 
 const char *sheaf_io_name(enum sheaf_io io)
@@ -250,6 +251,7 @@ static int supported(const struct sheaf_probe *p, enum sheaf_io io)
 		return p->recv_bundle;
 	case SHEAF_IO_RING:
 	case SHEAF_IO_PLAIN:
+	case SHEAF_IO_RECVMSG: /* multishot recvmsg came with multishot recv (6.0) */
 		return p->pbuf_ring && p->recv_multishot;
 	case SHEAF_IO_EPOLL:
 		return 1;

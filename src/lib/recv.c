@@ -68,7 +68,13 @@ static void wait_remove(struct sheaf_conn *c)
 static bool pause_if_full(struct sheaf_conn *c, bool was_paused)
 {
 	struct sheaf_conn *to = sink_of(c);
-	uint32_t min = c->loop->hold_max / 4 ? c->loop->hold_max / 4 : 1;
+	uint32_t max = c->loop->hold_max, min = max / 4 ? max / 4 : 1;
+
+	/* recvmsg: pause rather than receive one buffer at a time, where the
+	 * half the queue drains to is budget enough for a multishot */
+	if (c->loop->cfg.io == SHEAF_IO_RECVMSG && max / 2 > SHEAF__MSHOT_AFTER &&
+	    min <= SHEAF__MSHOT_AFTER)
+		min = SHEAF__MSHOT_AFTER + 1;
 
 	if (budget(c) >= min)
 		return false;
@@ -128,6 +134,16 @@ static void arm(struct sheaf_conn *c, uint32_t cap)
 	c->rx = SHEAF__RX_ARMED;
 	l->armed[c->dir]++;
 	l->st.recv_rearms++;
+	c->rx_stopping = false;
+	if (l->cfg.io == SHEAF_IO_RECVMSG) {
+		/* multishot where the budget covers what it may take after we
+		 * decide to stop it (sheaf__recv_check), else one buffer */
+		bufs = bufs < cap ? bufs : cap;
+		c->rx_multi = bufs > SHEAF__MSHOT_AFTER;
+		c->rx_asked = (uint16_t)(c->rx_multi ? (bufs < 0xffff ? bufs : 0xffff) : 1);
+		l->be->recv(c, c->rx_asked);
+		return;
+	}
 	c->rx_asked = (uint16_t)want(c, bufs < cap ? bufs : cap);
 	l->be->recv(c, c->rx_asked);
 }
@@ -168,12 +184,40 @@ void sheaf__recv_wait(struct sheaf_conn *c)
 		wait_add(c);
 }
 
+static void cancel(struct sheaf_conn *c)
+{
+	if (c->rx_stopping)
+		return;
+	c->rx_stopping = true;
+	c->loop->be->recv_cancel(c);
+}
+
 /* c stops receiving (closing): cancel what is in flight. */
 void sheaf__recv_stop(struct sheaf_conn *c)
 {
 	if (c->rx == SHEAF__RX_ARMED)
-		c->loop->be->recv_cancel(c);
+		cancel(c);
 	sheaf__recv_forget(c);
+}
+
+/*
+ * After a completion of a multishot receive that goes on: it is stopped
+ * (cancelled; its last completion re-arms or pauses c as any receive's
+ * does) once c may no longer take what it could take after this decision
+ * (SHEAF__MSHOT_AFTER), when the program paused c, and when others wait for
+ * its pool (rule 3 of docs/POOL.md: c queues behind them). So a queue holds
+ * at most hold_max buffers in recvmsg mode too, as long as the kernel keeps
+ * to the measured bound.
+ */
+void sheaf__recv_check(struct sheaf_conn *c)
+{
+	if (c->rx != SHEAF__RX_ARMED || !c->rx_multi || c->rx_stopping)
+		return;
+	if (c->state == SHEAF__OPEN && !c->user_paused && !c->loop->waiting[c->dir] &&
+	    budget(c) > SHEAF__MSHOT_AFTER)
+		return;
+	c->loop->st.recv_mshot_stops++;
+	cancel(c);
 }
 
 /* c will not receive again; the event of a receive in flight still comes. */
@@ -234,25 +278,36 @@ void sheaf__recv_rearm_waiters(struct sheaf_loop *l)
  * Returns the count, or -EPROTO when the mapping guard tripped: the bytes
  * are not delivered and receive bundles are switched off.
  */
-int sheaf__recv_map(struct sheaf_conn *c, const struct sheaf__event *ev)
+int sheaf__recv_map(struct sheaf_conn *c, const struct sheaf__event *ev, uint32_t *bytes)
 {
 	struct sheaf_loop *l = c->loop;
 	unsigned dir = c->dir;
 	struct sheaf__pool *p = &l->pool[dir];
 	uint16_t bid = (uint16_t)(ev->flags >> IORING_CQE_BUFFER_SHIFT);
-	int n = sheaf__bundle_map(p, bid, (uint32_t)ev->res, l->recv_bundle, l->bids);
+	int n;
 
-	if (n < 0) {
+	bool by_id = l->cfg.io == SHEAF_IO_RECVMSG;
+
+	if (by_id) /* a multishot's header, then payload; 0 is EOF */
+		n = sheaf__recvmsg_map(p, bid, (uint32_t)ev->res, c->rx_multi, l->bids);
+	else
+		n = sheaf__bundle_map(p, bid, (uint32_t)ev->res, l->recv_bundle, l->bids);
+	if (n < 0 && !by_id) {
 		l->recv_bundle = false; /* counted in pool.mismatches */
 		sheaf__bundle_resync(p, bid);
-		return n;
 	}
-	resize(c, (uint32_t)n, ev->flags & IORING_CQE_F_SOCK_NONEMPTY);
+	if (n < 0)
+		return n;
+	*bytes = by_id ? (n ? p->len[l->bids[0]] : 0) : (uint32_t)ev->res;
+	if (!n)
+		return 0;
+	if (!c->rx_multi)
+		resize(c, (uint32_t)n, ev->flags & IORING_CQE_F_SOCK_NONEMPTY);
 	for (int i = 0; i < n; i++)
 		l->bids[i] = SHEAF__GID(dir, l->bids[i]);
 	l->st.recv_cqes++;
 	l->st.recv_bufs += (uint32_t)n;
 	l->hist[SHEAF__HIST_RECV][sheaf__hist_bucket((uint32_t)n)]++;
-	l->st.bytes_in += (uint32_t)ev->res;
+	l->st.bytes_in += *bytes;
 	return n;
 }

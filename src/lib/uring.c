@@ -122,6 +122,29 @@ static int uring_connect(struct sheaf_conn *c)
 }
 
 /*
+ * recvmsg mode: a multishot recvmsg where the budget allows (recv.c decides,
+ * and stops it), else one single-shot recvmsg of one buffer. The multishot
+ * puts a struct io_uring_recvmsg_out before the payload of every buffer;
+ * the single shot does not. With no name and no control data the header is
+ * all there is before the payload (16 bytes).
+ */
+static void uring_recvmsg(struct sheaf_conn *c, uint32_t bufs)
+{
+	struct sheaf_loop *l = c->loop;
+	struct sheaf__uring *u = sheaf__uring_of(l);
+	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
+
+	if (bufs > 1)
+		io_uring_prep_recvmsg_multishot(sqe, c->fd, &u->recvmsg_hdr, 0);
+	else
+		io_uring_prep_recvmsg(sqe, c->fd, &u->recvmsg_hdr, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = l->pool[c->dir].bgid;
+	sqe->user_data = ud(c, SHEAF__OP_RECV);
+	c->inflight++;
+}
+
+/*
  * One receive, not multishot, of at most `bufs` buffers: that keeps a
  * connection within its budget (a multishot receive could not be bounded
  * on every kernel with bundles). The bound is `len`, and it must not be a
@@ -142,10 +165,15 @@ static int uring_connect(struct sheaf_conn *c)
 static void uring_recv(struct sheaf_conn *c, uint32_t bufs)
 {
 	struct sheaf_loop *l = c->loop;
-	struct io_uring_sqe *sqe = sheaf__uring_sqe(l);
+	struct io_uring_sqe *sqe;
 	bool bundle = l->recv_bundle && bufs > 1;
 	uint64_t len;
 
+	if (l->cfg.io == SHEAF_IO_RECVMSG) {
+		uring_recvmsg(c, bufs);
+		return;
+	}
+	sqe = sheaf__uring_sqe(l);
 	if (bufs >= 2 * SHEAF__SRING_MAX)
 		bufs = SHEAF__SRING_MAX;
 	else if (bufs >= SHEAF__SRING_MAX)

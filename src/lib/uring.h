@@ -23,6 +23,7 @@ struct sheaf__uring {
 	struct sheaf__sring *sring_free;
 	uint32_t sring_entries, nsrings;
 	uint16_t next_bgid;
+	struct msghdr recvmsg_hdr;      /* recvmsg mode: no name, no control data */
 };
 
 static inline struct sheaf__uring *sheaf__uring_of(const struct sheaf_loop *l)

@@ -5,7 +5,8 @@
  *            of one buffer: a plain send of it)
  *   ring     the same ring, one linked send per buffer (the baseline)
  *   plain    one linked send per buffer, no ring
- *   sendmsg  the queue gathered into one sendmsg
+ *   sendmsg  the queue gathered into one sendmsg (recvmsg mode sends so
+ *            too: it differs only in how it receives)
  *
  * The send-bundle protocol (docs/KERNEL.md): a bundle send commits every
  * entry it selects when it selects them, min(T - H, 256) from the head H,
@@ -30,6 +31,12 @@ struct gather { /* a sendmsg of queued buffers: the kernel reads both at issue *
 	struct msghdr mh;
 	struct iovec iov[SHEAF__SRING_MAX];
 };
+
+/* How the loop's mode sends. */
+static enum sheaf_io send_mode(const struct sheaf_loop *l)
+{
+	return l->cfg.io == SHEAF_IO_RECVMSG ? SHEAF_IO_SENDMSG : l->cfg.io;
+}
 
 /* ---- send rings: attached while a connection has data queued ---------- */
 
@@ -92,7 +99,7 @@ void sheaf__uring_send_release(struct sheaf_conn *c)
 {
 	if (!c->io)
 		return;
-	if (c->loop->cfg.io == SHEAF_IO_SENDMSG)
+	if (send_mode(c->loop) == SHEAF_IO_SENDMSG)
 		free(c->io);
 	else
 		sring_put(sheaf__uring_of(c->loop), c->io);
@@ -201,7 +208,7 @@ static void send_one(struct sheaf_conn *c)
  * is in flight (order). */
 int sheaf__uring_send(struct sheaf_conn *c)
 {
-	enum sheaf_io io = c->loop->cfg.io;
+	enum sheaf_io io = send_mode(c->loop);
 
 	if (c->sends || c->q.out == c->q.count || c->state == SHEAF__DEAD)
 		return 0;
@@ -275,7 +282,7 @@ static int exact_done(struct sheaf_conn *c, const struct sheaf__event *ev,
 int sheaf__uring_send_done(struct sheaf_conn *c, const struct sheaf__event *ev,
 			   uint16_t *done, int *n)
 {
-	enum sheaf_io io = c->loop->cfg.io;
+	enum sheaf_io io = send_mode(c->loop);
 	int ret;
 
 	*n = 0;

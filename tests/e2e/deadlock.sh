@@ -18,7 +18,7 @@
 require_sheaf
 command -v python3 >/dev/null 2>&1 || skip "python3 missing"
 
-MODES=${DEADLOCK_MODES:-"bundle ring plain sendmsg epoll"}
+MODES=${DEADLOCK_MODES:-"bundle ring plain sendmsg epoll recvmsg"}
 CASE_TIMEOUT=${DEADLOCK_TIMEOUT:-30}
 STALL=${DEADLOCK_STALL:-10}
 

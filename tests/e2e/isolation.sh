@@ -22,7 +22,7 @@
 require_sheaf
 command -v python3 >/dev/null 2>&1 || skip "python3 missing"
 
-MODES=${ISOLATION_MODES:-"bundle ring plain sendmsg epoll"}
+MODES=${ISOLATION_MODES:-"bundle ring plain sendmsg epoll recvmsg"}
 CASE_TIMEOUT=${ISOLATION_TIMEOUT:-20}
 STALL=${ISOLATION_STALL:-5}
 BYTES=${ISOLATION_BYTES:-4M}

@@ -3,14 +3,15 @@
 # buffer sizes {1,32,80,4096,65536} x conns {1,64} x {forward, echo}.
 # Each case: sink --verify (--echo), proxy, source --verify (--echo); then
 # SIGTERM the proxy and check it returned every pool buffer.
+# recvmsg refuses buffers of 16 bytes or less (checked instead).
 # Env: SHEAF (binary), MATRIX_BS / MATRIX_CONNS / MATRIX_DIRS to narrow it.
 . "$(dirname "$0")/lib.sh"
 require_sheaf
 
 MODE=${1:-${SHEAF_MODE:-bundle}}
 case "$MODE" in
-bundle | ring | plain | sendmsg | epoll | auto) ;;
-*) echo "usage: $0 bundle|ring|plain|sendmsg|epoll|auto" >&2; exit 2 ;;
+bundle | ring | plain | sendmsg | epoll | recvmsg | auto) ;;
+*) echo "usage: $0 bundle|ring|plain|sendmsg|epoll|recvmsg|auto" >&2; exit 2 ;;
 esac
 
 BS_LIST=${MATRIX_BS:-"1 32 80 4096 65536"}
@@ -34,6 +35,21 @@ run_case() {
 	bytes=$(bytes_for "$bs")
 	[ "$dir" = echo ] && echo_arg=--echo
 	name="$MODE bs=$bs conns=$conns $dir"
+
+	# recvmsg: a buffer begins with the kernel's 16-byte header, so smaller
+	# buffers must be refused, not half-used
+	if [ "$MODE" = recvmsg ] && [ "$bs" -le 16 ]; then
+		local out rc
+		out=$(timeout 10 "$SHEAF" proxy --listen 127.0.0.1:0 --upstream 127.0.0.1:9 \
+			--io recvmsg --buf-size "$bs" 2>&1)
+		rc=$?
+		if [ "$rc" -ne 0 ] && [[ $out == *"Invalid argument"* ]]; then
+			echo "ok $name: refused ($(tr "\n" " " <<<"$out" | cut -c1-200))"
+			return 0
+		fi
+		echo "FAIL $name: buffers of $bs bytes not refused (rc=$rc): $out"
+		return 1
+	fi
 
 	if ! start_sink --listen 127.0.0.1:0 --verify --conns "$conns" $echo_arg; then
 		echo "FAIL $name: sink did not start: $(one_line "$SINK_ERR")"

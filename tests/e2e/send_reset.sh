@@ -12,7 +12,7 @@
 require_sheaf
 command -v python3 >/dev/null 2>&1 || skip "python3 missing"
 
-MODES=${SEND_RESET_MODES:-"bundle ring plain sendmsg epoll"}
+MODES=${SEND_RESET_MODES:-"bundle ring plain sendmsg epoll recvmsg"}
 CONNS=4
 MAX_TICKS=50
 MAX_SQES=100000

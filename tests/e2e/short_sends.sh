@@ -23,7 +23,7 @@
 require_sheaf
 command -v python3 >/dev/null 2>&1 || skip "python3 missing"
 
-MODES=${SHORT_SENDS_MODES:-"bundle ring plain sendmsg epoll"}
+MODES=${SHORT_SENDS_MODES:-"bundle ring plain sendmsg epoll recvmsg"}
 RUNS=${SHORT_SENDS_RUNS:-5}
 CONNS=16
 ECHO_BYTES=32M   # over all connections

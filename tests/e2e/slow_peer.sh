@@ -20,7 +20,7 @@ ip link set lo up && small_socket_buffers || fail "cannot set up the namespace"
 
 BYTES=$((512 * 1024))
 failed=0
-for mode in ${MODES:-bundle ring plain sendmsg epoll}; do
+for mode in ${MODES:-bundle ring plain sendmsg epoll recvmsg}; do
 	port_file="$E2E_TMP/slow.$mode.port"
 	# a slow reader: 4 KiB every 2 ms per connection, small receive window
 	python3 - "$port_file" >"$E2E_TMP/slow.$mode.out" 2>&1 <<'PY' &

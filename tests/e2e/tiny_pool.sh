@@ -6,7 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 require_sheaf
 
-for m in ${TINY_POOL_MODES:-bundle sendmsg epoll}; do
+for m in ${TINY_POOL_MODES:-bundle sendmsg epoll recvmsg}; do
 	start_sink --listen 127.0.0.1:0 --verify --conns 64 || fail "sink did not start"
 	start_proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$SINK_PORT" --io "$m" \
 		--bufs 8 --buf-size 32 || fail "$m: proxy did not start"

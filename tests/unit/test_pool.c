@@ -195,6 +195,63 @@ static void randomized_model(void **state)
 	}
 }
 
+/* What a multishot recvmsg leaves in a buffer: its header, then payload. */
+static uint32_t kernel_recvmsg(struct sheaf__pool *p, uint16_t bid, const char *data)
+{
+	struct io_uring_recvmsg_out o = { .payloadlen = (uint32_t)strlen(data) };
+	uint8_t *buf = sheaf__pool_buf(p, bid);
+
+	memcpy(buf, &o, sizeof(o));
+	memcpy(buf + sizeof(o), data, o.payloadlen);
+	return (uint32_t)sizeof(o) + o.payloadlen;
+}
+
+/*
+ * recvmsg mapping: by the id whatever the ring order; the buffer's data is
+ * the payload where it lies (what a send then points at); an empty payload
+ * (EOF) and a header that does not describe res give the buffer back.
+ */
+static void recvmsg_mapping(void **state)
+{
+	struct sheaf__pool pools[1];
+	struct sheaf__pool *p = &pools[0];
+	uint16_t bids[1];
+	uint32_t res;
+
+	assert_int_equal(sheaf__pool_init(p, 64, 8, 0), 0);
+	res = kernel_recvmsg(p, 5, "hello, world");
+	assert_int_equal(sheaf__recvmsg_map(p, 5, res, true, bids), 1); /* not the head's id */
+	assert_int_equal(bids[0], 5);
+	assert_int_equal(sheaf__pool_free(p), 7);
+	assert_int_equal(*sheaf__buf_len(pools, SHEAF__GID(0, 5)), 12);
+	assert_ptr_equal(sheaf__buf(pools, SHEAF__GID(0, 5)),
+			 sheaf__pool_buf(p, 5) + sizeof(struct io_uring_recvmsg_out));
+	assert_memory_equal(sheaf__buf(pools, SHEAF__GID(0, 5)), "hello, world", 12);
+
+	res = kernel_recvmsg(p, 2, ""); /* EOF */
+	assert_int_equal(sheaf__recvmsg_map(p, 2, res, true, bids), 0);
+	assert_int_equal(sheaf__pool_free(p), 7);
+
+	res = kernel_recvmsg(p, 3, "abc");
+	assert_int_equal(sheaf__recvmsg_map(p, 3, res + 1, true, bids), -EPROTO);
+	assert_int_equal(sheaf__recvmsg_map(p, 3, 8, true, bids), -EPROTO); /* < header */
+	assert_int_equal(sheaf__recvmsg_map(p, 9, 20, true, bids), -EPROTO); /* no such id */
+	assert_int_equal(sheaf__pool_free(p), 7);
+
+	/* a single shot: no header, the data from the start of the buffer */
+	memcpy(sheaf__pool_buf(p, 4), "xyz", 3);
+	assert_int_equal(sheaf__recvmsg_map(p, 4, 3, false, bids), 1);
+	assert_ptr_equal(sheaf__buf(pools, SHEAF__GID(0, 4)), sheaf__pool_buf(p, 4));
+	assert_int_equal(*sheaf__buf_len(pools, SHEAF__GID(0, 4)), 3);
+	assert_int_equal(sheaf__pool_free(p), 6);
+
+	/* a buffer used with a header and then by a single shot starts at 0 */
+	sheaf__pool_put(p, 5);
+	assert_int_equal(sheaf__recvmsg_map(p, 5, 3, false, bids), 1);
+	assert_ptr_equal(sheaf__buf(pools, SHEAF__GID(0, 5)), sheaf__pool_buf(p, 5));
+	sheaf__pool_fini(p);
+}
+
 static void user_data_codec(void **state)
 {
 	uint64_t u = sheaf__ud(SHEAF__OP_SEND, 0xabcdef, 0xdeadbeef);
@@ -227,6 +284,7 @@ int main(void)
 		cmocka_unit_test(bundle_lengths),
 		cmocka_unit_test(mismatch_is_caught),
 		cmocka_unit_test(randomized_model),
+		cmocka_unit_test(recvmsg_mapping),
 		cmocka_unit_test(user_data_codec),
 		cmocka_unit_test(bad_kernels),
 	};

@@ -133,7 +133,7 @@ struct sheaf_loop_config {
 	uint32_t size;        /* sizeof(struct sheaf_loop_config), set by
 			       * sheaf_loop_config_init */
 	enum sheaf_io io;     /* SHEAF_IO_AUTO resolves with sheaf_io_resolve() */
-	uint32_t buf_size;    /* bytes per pool buffer, 1 .. 1 MiB */
+	uint32_t buf_size;    /* bytes per pool buffer, 1 .. 1 MiB (recvmsg: 17 ..) */
 	uint32_t nbufs;       /* receive pool buffers, power of two, 2 .. 32768: half
 			       * for what accepted connections receive, half for
 			       * connections made with sheaf_connect (docs/POOL.md) */

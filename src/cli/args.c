@@ -371,6 +371,12 @@ int io_config(const char *cmd, const struct io_opts *o, uint32_t max_conns,
 	}
 	cfg->io = io;
 	cfg->buf_size = o->buf_size;
+	if (io == SHEAF_IO_RECVMSG && o->buf_size <= 16) {
+		/* each buffer begins with the kernel's 16-byte recvmsg header */
+		say(cmd, "--buf-size %u: the recvmsg mode needs more than 16 bytes per buffer "
+		    "(16 hold its header)", o->buf_size);
+		return EXIT_USAGE;
+	}
 	cfg->nbufs = o->nbufs ? o->nbufs : default_bufs(o->buf_size);
 	if ((uint64_t)cfg->buf_size * cfg->nbufs > (1ull << 30)) {
 		say(cmd, "--buf-size %u x --bufs %u: pool over 1 GiB", cfg->buf_size,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # soak.sh: mixed load with injected faults through `sheaf proxy`, for
 # SOAK_SECONDS (default 600) split evenly over SOAK_MODES (default every io
-# mode: bundle ring plain sendmsg epoll). `make soak` runs it; tests/run.sh
+# mode: bundle ring plain sendmsg epoll recvmsg). `make soak` runs it; tests/run.sh
 # runs 60 s over "bundle epoll" on the sanitizer build.
 #
 # Per mode, five proxies in that mode, all running at once:
@@ -66,7 +66,7 @@ require_sheaf
 command -v python3 >/dev/null 2>&1 || skip "python3 missing"
 
 SECONDS_TOTAL=${SOAK_SECONDS:-600}
-MODES=${SOAK_MODES:-"bundle ring plain sendmsg epoll"}
+MODES=${SOAK_MODES:-"bundle ring plain sendmsg epoll recvmsg"}
 SEED=${SOAK_SEED:-1}
 CLEAN=${SOAK_CLEAN:-no}
 FAULTS_PY="$REPO_ROOT/tests/soak_faults.py"

@@ -366,6 +366,29 @@ static void dispatch(struct source *s, struct epoll_event *evs, int n)
 	}
 }
 
+/*
+ * epoll_pwait2 (Linux 5.11), or epoll_pwait with the timeout rounded up to
+ * milliseconds where it is missing (ENOSYS: older kernels, and valgrind
+ * 3.19, which does not know it).
+ */
+static int epoll_wait_ns(struct source *s, struct epoll_event *evs, int max,
+			 const struct timespec *ts)
+{
+	static bool no_pwait2;
+	int n;
+
+	if (!no_pwait2) {
+		n = epoll_pwait2(s->ep, evs, max, ts, &s->wait_mask);
+		if (n >= 0 || errno != ENOSYS)
+			return n;
+		no_pwait2 = true;
+	}
+	return epoll_pwait(s->ep, evs, max,
+			   ts->tv_sec > 86400 ? 86400000 :
+			   (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000),
+			   &s->wait_mask);
+}
+
 /* Waits with a nanosecond timeout (open loop: requests fall due between
  * milliseconds), at most until the stall limit. */
 static int run(struct source *s)
@@ -392,7 +415,7 @@ static int run(struct source *s)
 			wait = progress + STALL_NS - now;
 		ts.tv_sec = (time_t)(wait / 1000000000u);
 		ts.tv_nsec = (long)(wait % 1000000000u);
-		n = epoll_pwait2(s->ep, evs, 256, &ts, &s->wait_mask);
+		n = epoll_wait_ns(s, evs, 256, &ts);
 		if (info_signals_take("source") & INFO_USR1)
 			counters(s);
 		if (n > 0)

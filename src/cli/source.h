@@ -72,7 +72,7 @@ struct source {
 	struct rr_window win;
 	uint64_t next_due;    /* rate: the next request (global index) to schedule */
 	uint64_t late;        /* rate: scheduled in the window, unanswered at the end */
-	sigset_t wait_mask;   /* during epoll_pwait2: SIGHUP and SIGUSR1 come in */
+	sigset_t wait_mask;   /* during the epoll wait: SIGHUP and SIGUSR1 come in */
 };
 
 uint64_t mono_ns(void);

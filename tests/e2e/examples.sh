@@ -17,7 +17,7 @@ CLIENTS=$REPO_ROOT/tests/e2e/example_clients.py
 case $SHEAF in
 */build-san/*) san=1 modes=${EXAMPLES_MODES:-"bundle epoll"}
 	ccflags="-fsanitize=address,undefined -fno-sanitize-recover=undefined" ;;
-*) san=0 modes=${EXAMPLES_MODES:-"bundle ring plain sendmsg epoll"} ccflags="" ;;
+*) san=0 modes=${EXAMPLES_MODES:-"bundle ring plain sendmsg epoll recvmsg"} ccflags="" ;;
 esac
 dest=$E2E_TMP/dest prefix=/opt/sheaf
 lib=$dest$prefix/lib

@@ -30,7 +30,7 @@ fi
 # proxy CPU per request against connections), then open loop at half of
 # HAProxy's closed-loop maximum, then streams (every one verified)
 run scale-rr --workload rr --sizes 4K --msg-size 64 --conns 1,64,1000,5000 \
-	--modes bundle,epoll --peers haproxy,haproxy-bufsize --duration 2 --warmup 1
+	--modes bundle,recvmsg,epoll --peers haproxy,haproxy-bufsize --duration 2 --warmup 1
 run scale-rate --workload rate --rate 50% --sizes 4K --msg-size 64 --conns 1000 \
 	--modes bundle,epoll --peers haproxy,haproxy-bufsize --duration 2 --warmup 1
 run scale-stream --sizes 4K --conns 64,5000 --bytes 512M --modes bundle,epoll \

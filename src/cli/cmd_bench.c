@@ -36,7 +36,7 @@ static const char help[] =
 	"  --quick            32 B and 4 KiB, ring vs bundle, 32 MiB, 3 runs (make run)\n"
 	"  --sizes LIST       buffer sizes, e.g. 32,80,320,1K (default 32,80,320,1K,4K,64K)\n"
 	"  --modes LIST       io modes: bundle, ring, plain, sendmsg, epoll, recvmsg\n"
-	"                     (default ring,bundle,sendmsg,plain,epoll)\n"
+	"                     (default ring,bundle,sendmsg,recvmsg,plain,epoll)\n"
 	"  --bytes N          bytes per run (default 256M; 64M with --topology netns;\n"
 	"                     rr: request bytes, 4M)\n"
 	"  --runs N           runs per cell (default 3)\n"
@@ -405,8 +405,8 @@ static int sweep(struct bench_env *env, const struct bench_opts *o, struct bench
 
 static const struct bench_opts defaults = {
 	.sizes = { 32, 80, 320, 1024, 4096, 65536 }, .nsizes = 6,
-	.modes = { SHEAF_IO_RING, SHEAF_IO_BUNDLE, SHEAF_IO_SENDMSG, SHEAF_IO_PLAIN,
-		   SHEAF_IO_EPOLL }, .nmodes = 5,
+	.modes = { SHEAF_IO_RING, SHEAF_IO_BUNDLE, SHEAF_IO_SENDMSG, SHEAF_IO_RECVMSG,
+		   SHEAF_IO_PLAIN, SHEAF_IO_EPOLL }, .nmodes = 6,
 	.runs = 3, .bytes = 256u << 20, .nconns = 1, .warmup = -1
 };
 

@@ -39,14 +39,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <liburing.h>
-
-#ifndef IORING_SETUP_SINGLE_ISSUER
-#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
-#endif
-#ifndef IORING_SETUP_DEFER_TASKRUN
-#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
-#endif
+#include "compat.h" /* liburing, and the UAPI names newer than 2.3 */
 
 #define BGID 3
 #define NBUFS 256u

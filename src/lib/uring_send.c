@@ -199,7 +199,7 @@ static void send_one(struct sheaf_conn *c)
 
 	sheaf__sendq_take(c->loop->pool, &c->q, &iov, NULL, 1);
 	sqe = sheaf__uring_sqe(c->loop);
-	io_uring_prep_send(sqe, c->fd, iov.iov_base, iov.iov_len, MSG_WAITALL);
+	io_uring_prep_send(sqe, c->fd, iov.iov_base, iov.iov_len, MSG_WAITALL | MSG_NOSIGNAL);
 	c->io_mask |= IOM_SEND_ONE;
 	prep_send(c, sqe);
 }

@@ -317,8 +317,10 @@ int sheaf_conn_forward(struct sheaf_conn *to, const struct sheaf_bundle *b);
 /*
  * Stops on_data and on_eof for a started, unlinked connection until
  * sheaf_conn_resume: data of a receive already in flight is held (not
- * lost) and delivered first after resuming. 0, or -EINVAL (not started,
- * linked, not open, or paused already). Loop thread.
+ * lost) and delivered first after resuming (SHEAF_IO_RECVMSG cancels its
+ * multishot receive instead: what it had taken is held, the rest waits in
+ * the socket). 0, or -EINVAL (not started, linked, not open, or paused
+ * already). Loop thread.
  */
 int sheaf_conn_pause(struct sheaf_conn *c);
 /* Ends a pause: held data is delivered during the loop's next turn, then

@@ -1275,7 +1275,9 @@ static void writable_connecting(void **state)
  * Three pauses: (a) inside on_data, with no receive in flight: what the
  * peer sends meanwhile waits in the socket; (b) from a timer while a
  * receive is in flight: the peer's next bytes complete it and are held by
- * the loop; (c) the same, and the peer's EOF completes it and is held.
+ * the loop (recvmsg: the pause cancels the multishot, so they may wait in
+ * the socket instead); (c) the same, and the peer's EOF completes it and
+ * is held.
  * Nothing is delivered while paused; after the resume everything is, in
  * order, then the EOF.
  */
@@ -1380,7 +1382,13 @@ static void pa_tick(struct sheaf_timer *t, void *arg)
 		if (!pa_waited(pa, 2))
 			break;
 		CHECK_EQ(fx, pa->got, PA_A + PA_B);
-		CHECK_EQ(fx, fx_stats(fx).bytes_in, PA_LEN);
+		/* recvmsg: the pause cancelled the multishot, which may have
+		 * ended before C came (C then waits in the socket) */
+		if (fx->io == SHEAF_IO_RECVMSG)
+			CHECK(fx, fx_stats(fx).bytes_in == PA_A + PA_B ||
+				  fx_stats(fx).bytes_in == PA_LEN);
+		else
+			CHECK_EQ(fx, fx_stats(fx).bytes_in, PA_LEN);
 		pa_resume(pa);
 		break;
 	case 5:
@@ -2730,12 +2738,12 @@ static void listen_fd(void **state)
 
 static enum sheaf_io io_bundle = SHEAF_IO_BUNDLE, io_ring = SHEAF_IO_RING,
 		     io_plain = SHEAF_IO_PLAIN, io_sendmsg = SHEAF_IO_SENDMSG,
-		     io_epoll = SHEAF_IO_EPOLL;
+		     io_epoll = SHEAF_IO_EPOLL, io_recvmsg = SHEAF_IO_RECVMSG;
 
 #define IN_MODE(fn, m) { #fn "/" #m, fn, NULL, NULL, &io_##m },
 #define ALL_MODES(fn)                                                                 \
 	IN_MODE(fn, bundle) IN_MODE(fn, ring) IN_MODE(fn, plain) IN_MODE(fn, sendmsg)     \
-	IN_MODE(fn, epoll)
+	IN_MODE(fn, epoll) IN_MODE(fn, recvmsg)
 
 int main(int argc, char **argv)
 {

@@ -892,7 +892,7 @@ static void case_stream(int tcp, int dontwait, uint64_t n, int slow)
 
 			poll(&pfd, 1, 1000);
 		}
-		if (elapsed() > 8.0) {
+		if (elapsed() > 40.0) {
 			fail("out of time after %llu of %llu bytes",
 			     (unsigned long long)sent, (unsigned long long)n);
 			break;
@@ -996,7 +996,7 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGALRM, watchdog);
-	alarm(10);
+	alarm(60); /* a hang guard: loaded cores under ASan took over 8 s */
 	clock_gettime(CLOCK_MONOTONIC, &t_start);
 	ret = setup();
 	if (ret)

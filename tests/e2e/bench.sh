@@ -9,11 +9,16 @@ failed=0
 check() { # name condition-exit-status
 	if [ "$2" -eq 0 ]; then echo "ok bench $1"; else echo "FAIL bench $1"; failed=1; fi
 }
-leftovers() { # prints what a bench run left behind
+leftovers_now() {
 	ip netns list 2>/dev/null | grep -o 'sheaf-[0-9]*-[a-z]*'
-	pgrep -f "$SHEAF (sink|proxy|source)" 
+	pgrep -f "$SHEAF (sink|proxy|source)"
 	pgrep -x haproxy
 	pgrep -x socat
+}
+# what was there before this test is someone else's (another job's HAProxy)
+BEFORE=$(leftovers_now | sort)
+leftovers() { # prints what a bench run left behind
+	leftovers_now | sort | comm -23 - <(printf '%s\n' "$BEFORE")
 }
 expect_usage() { # name args...
 	local name=$1 out rc

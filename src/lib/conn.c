@@ -13,43 +13,6 @@
 
 #include "backend.h"
 
-static void progress(struct sheaf_conn *c);
-static void send_more(struct sheaf_conn *c);
-
-/* ---- the connect deadline list (one timeout for all: stays in order) ---- */
-
-static void deadline_add(struct sheaf_conn *c, double when)
-{
-	struct sheaf_loop *l = c->loop;
-
-	c->deadline = when;
-	c->dnext = NULL;
-	c->dprev = l->dl_tail;
-	if (l->dl_tail)
-		l->dl_tail->dnext = c;
-	else
-		l->dl_head = c;
-	l->dl_tail = c;
-}
-
-static void deadline_remove(struct sheaf_conn *c)
-{
-	struct sheaf_loop *l = c->loop;
-
-	if (!c->deadline)
-		return;
-	if (c->dprev)
-		c->dprev->dnext = c->dnext;
-	else
-		l->dl_head = c->dnext;
-	if (c->dnext)
-		c->dnext->dprev = c->dprev;
-	else
-		l->dl_tail = c->dprev;
-	c->dnext = c->dprev = NULL;
-	c->deadline = 0;
-}
-
 /* ---- life ------------------------------------------------------------- */
 
 struct sheaf_conn *sheaf__conn_new(struct sheaf_loop *l, int fd, unsigned dir)
@@ -91,40 +54,6 @@ struct sheaf_conn *sheaf__conn_lookup(struct sheaf_loop *l, uint64_t ud)
 	return &l->conns[slot];
 }
 
-/* ---- connections waiting for a write-pool buffer ---------------------- */
-
-static void wwait_add(struct sheaf_conn *c)
-{
-	struct sheaf_conn **pp = &c->loop->wwait;
-
-	for (; *pp; pp = &(*pp)->wwait_next)
-		if (*pp == c)
-			return;
-	c->wwait_next = NULL;
-	*pp = c; /* at the end: the first to wait is the first served */
-}
-
-static void wwait_remove(struct sheaf_conn *c)
-{
-	for (struct sheaf_conn **pp = &c->loop->wwait; *pp; pp = &(*pp)->wwait_next) {
-		if (*pp == c) {
-			*pp = c->wwait_next;
-			break;
-		}
-	}
-}
-
-static void resume_remove(struct sheaf_conn *c)
-{
-	for (struct sheaf_conn **pp = &c->loop->resume; *pp; pp = &(*pp)->resume_next) {
-		if (*pp == c) {
-			*pp = c->resume_next;
-			break;
-		}
-	}
-	c->resuming = false;
-}
-
 static void conn_free(struct sheaf_conn *c)
 {
 	struct sheaf_loop *l = c->loop;
@@ -135,9 +64,9 @@ static void conn_free(struct sheaf_conn *c)
 	while (c->held.count)
 		sheaf__buf_put(l->pool, sheaf__sendq_pop(l->pool, &c->held));
 	if (c->want_write)
-		wwait_remove(c);
+		sheaf__wwait_remove(c);
 	if (c->resuming)
-		resume_remove(c);
+		sheaf__resume_remove(c);
 	l->be->release(c);
 	if (err) {
 		/* a reset, not a FIN: the other end must not take a cut-off
@@ -215,12 +144,12 @@ void sheaf__conn_abort(struct sheaf_conn *c, int err)
 	c->state = SHEAF__DEAD;
 	if (err)
 		c->err = err;
-	deadline_remove(c);
+	sheaf__deadline_remove(c);
 	sheaf__recv_forget(c);
 	unlink_peer(c);
 	if (c->inflight)
 		c->loop->be->abort(c);
-	progress(c);
+	sheaf__conn_progress(c);
 }
 
 static void half_close(struct sheaf_conn *c)
@@ -235,7 +164,7 @@ static void half_close(struct sheaf_conn *c)
  * sender feeding it finished, close when asked, and close a linked pair
  * when both directions are done.
  */
-static void progress(struct sheaf_conn *c)
+void sheaf__conn_progress(struct sheaf_conn *c)
 {
 	struct sheaf_conn *p = c->peer;
 
@@ -262,35 +191,11 @@ static void progress(struct sheaf_conn *c)
 	}
 }
 
-void sheaf__conn_connected(struct sheaf_conn *c, int res)
-{
-	struct sheaf_loop *l = c->loop;
-
-	if (c->state != SHEAF__CONNECTING)
-		return; /* gone already (timed out, closed) */
-	deadline_remove(c);
-	if (res < 0) {
-		/* still not open in its on_connect: no start, link or write */
-		l->st.connect_failed++;
-		c->err = res;
-		if (l->cb.on_connect)
-			l->cb.on_connect(c, res);
-		sheaf__conn_abort(c, res);
-		return;
-	}
-	c->state = SHEAF__OPEN;
-	if (l->cb.on_connect)
-		l->cb.on_connect(c, 0);
-	if (c->q.count && c->state != SHEAF__DEAD)
-		send_more(c); /* written while it was connecting (closing: still sent) */
-	progress(c);
-}
-
 /* ---- data ------------------------------------------------------------- */
 
 /* Lets c send what it has queued (if nothing is in flight; a connection
  * still connecting sends once connected). */
-static void send_more(struct sheaf_conn *c)
+void sheaf__conn_send_more(struct sheaf_conn *c)
 {
 	int ret;
 
@@ -310,10 +215,10 @@ static void queue_on(struct sheaf_conn *to, const uint16_t *gids, uint32_t n)
 		to->sent_at = l->now; /* a stall is counted from here */
 	for (uint32_t i = 0; i < n; i++)
 		sheaf__sendq_append(l->pool, &to->q, gids[i]);
-	send_more(to);
+	sheaf__conn_send_more(to);
 }
 
-static void deliver(struct sheaf_conn *c, uint32_t n, uint32_t bytes)
+void sheaf__conn_deliver(struct sheaf_conn *c, uint32_t n, uint32_t bytes)
 {
 	struct sheaf_loop *l = c->loop;
 	struct sheaf_bundle b = { l->iov, n, bytes };
@@ -353,7 +258,7 @@ static void recv_eof(struct sheaf_conn *c)
 	if (c->peer) {
 		if (c->peer->tx == SHEAF__TX_OPEN)
 			c->peer->tx = SHEAF__TX_SHUT_PENDING;
-		progress(c->peer);
+		sheaf__conn_progress(c->peer);
 	} else if (c->user_paused) {
 		c->held_eof = true;
 	} else if (l->cb.on_eof) {
@@ -382,7 +287,7 @@ static void on_recv(struct sheaf_conn *c, const struct sheaf__event *ev)
 		else if (!n && c->state == SHEAF__OPEN)
 			recv_eof(c); /* a multishot recvmsg's header without payload */
 		else if (c->state == SHEAF__OPEN)
-			deliver(c, (uint32_t)n, bytes);
+			sheaf__conn_deliver(c, (uint32_t)n, bytes);
 		else
 			while (n)
 				sheaf__buf_put(l->pool, l->bids[--n]);
@@ -398,41 +303,7 @@ static void on_recv(struct sheaf_conn *c, const struct sheaf__event *ev)
 	}
 	if (c->rx == SHEAF__RX_IDLE)
 		sheaf__recv_arm(c);
-	progress(c);
-}
-
-/* c took less than asked and has room again: tell the program, once; if
- * the write pool is what it lacks, when a buffer is free. */
-static void writable(struct sheaf_conn *c)
-{
-	struct sheaf_loop *l = c->loop;
-
-	if (!sheaf__pool_free(&l->pool[SHEAF__DIR_APP])) {
-		wwait_add(c);
-		return;
-	}
-	c->want_write = false;
-	wwait_remove(c);
-	if (l->cb.on_writable)
-		l->cb.on_writable(c);
-}
-
-/* At the start of a turn: connections that waited for the write pool, in
- * the order they waited, while it has free buffers. One still connecting is
- * told too: it may be written to, and no send of its own would tell it. */
-void sheaf__conn_writable(struct sheaf_loop *l)
-{
-	while (l->wwait && sheaf__pool_free(&l->pool[SHEAF__DIR_APP])) {
-		struct sheaf_conn *c = l->wwait;
-
-		l->wwait = c->wwait_next;
-		if (!c->want_write || c->q.count > l->hold_max / 2 ||
-		    (c->state != SHEAF__OPEN && c->state != SHEAF__CONNECTING))
-			continue; /* told already; its queue's drain calls it; or it went */
-		c->want_write = false;
-		if (l->cb.on_writable)
-			l->cb.on_writable(c);
-	}
+	sheaf__conn_progress(c);
 }
 
 static void on_send(struct sheaf_conn *c, const struct sheaf__event *ev)
@@ -463,11 +334,11 @@ static void on_send(struct sheaf_conn *c, const struct sheaf__event *ev)
 	if (c->state != SHEAF__DEAD) {
 		if (c->paused_src && c->q.count <= l->hold_max / 2)
 			release_src(c);
-		send_more(c);
+		sheaf__conn_send_more(c);
 	}
 	if (c->want_write && c->q.count <= l->hold_max / 2 && c->state == SHEAF__OPEN)
-		writable(c);
-	progress(c);
+		sheaf__write_room(c);
+	sheaf__conn_progress(c);
 }
 
 /* Every event of a connection; the backend counted it in c->inflight. */
@@ -487,59 +358,16 @@ void sheaf__conn_event(struct sheaf_loop *l, const struct sheaf__event *ev)
 	case SHEAF__OP_CONNECT:
 		c->inflight--;
 		sheaf__conn_connected(c, ev->res == -ECANCELED ? -ETIMEDOUT : ev->res);
-		progress(c);
+		sheaf__conn_progress(c);
 		break;
 	case SHEAF__OP_CANCEL:
 		c->inflight--;
-		progress(c);
+		sheaf__conn_progress(c);
 		break;
 	}
 }
 
 /* ---- public ----------------------------------------------------------- */
-
-struct sheaf_conn *sheaf_connect(struct sheaf_loop *l, const struct sockaddr *addr,
-				 socklen_t len, void *data, int *err)
-{
-	struct sheaf_conn *c;
-	int fd, ret, dummy;
-
-	if (!err)
-		err = &dummy;
-	if (len > sizeof(c->addr)) {
-		*err = -EINVAL;
-		return NULL;
-	}
-	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		*err = -errno;
-		return NULL;
-	}
-	/* a soft stop lets connections go on, and connect, until its end */
-	c = l->stopping && (!l->cfg.soft_stop || l->drained) ? NULL :
-	    sheaf__conn_new(l, fd, SHEAF__DIR_OUT);
-	if (!c) {
-		close(fd);
-		*err = -EMFILE;
-		return NULL;
-	}
-	c->data = data;
-	memcpy(&c->addr, addr, len);
-	c->addr_len = len;
-	c->state = SHEAF__CONNECTING;
-	l->st.connects++;
-	if (l->cfg.connect_timeout_ms)
-		deadline_add(c, sheaf__now() + l->cfg.connect_timeout_ms / 1000.0);
-	ret = l->be->connect(c);
-	if (ret) { /* failed at once: no callback, like socket() failing */
-		l->st.connect_failed++;
-		c->unseen = true;
-		sheaf__conn_abort(c, ret);
-		*err = ret;
-		return NULL;
-	}
-	return c;
-}
 
 int sheaf_conn_start(struct sheaf_conn *c)
 {
@@ -550,28 +378,6 @@ int sheaf_conn_start(struct sheaf_conn *c)
 	return 0;
 }
 
-/* What c held while paused goes to its new peer, EOF included. */
-static void hand_over_held(struct sheaf_conn *c)
-{
-	struct sheaf_loop *l = c->loop;
-	struct sheaf_conn *to = c->peer;
-
-	c->user_paused = false;
-	if (c->held.count) {
-		if (!to->q.count)
-			to->sent_at = l->now;
-		while (c->held.count)
-			sheaf__sendq_append(l->pool, &to->q, sheaf__sendq_pop(l->pool, &c->held));
-		send_more(to);
-	}
-	if (c->held_eof) {
-		c->held_eof = false;
-		if (to->tx == SHEAF__TX_OPEN)
-			to->tx = SHEAF__TX_SHUT_PENDING;
-		progress(to);
-	}
-}
-
 int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b)
 {
 	if (a == b || a->loop != b->loop || a->peer || b->peer || a->state != SHEAF__OPEN ||
@@ -579,8 +385,8 @@ int sheaf_conn_link(struct sheaf_conn *a, struct sheaf_conn *b)
 		return -EINVAL;
 	a->peer = b;
 	b->peer = a;
-	hand_over_held(a);
-	hand_over_held(b);
+	sheaf__hand_over_held(a);
+	sheaf__hand_over_held(b);
 	if (a->state == SHEAF__OPEN)
 		sheaf_conn_start(a);
 	return b->state == SHEAF__OPEN ? sheaf_conn_start(b) : 0;
@@ -616,183 +422,7 @@ void sheaf_conn_close(struct sheaf_conn *c)
 	c->state = SHEAF__CLOSING;
 	sheaf__recv_stop(c);
 	unlink_peer(c);
-	progress(c);
-}
-
-int sheaf_conn_pause(struct sheaf_conn *c)
-{
-	if (c->state != SHEAF__OPEN || !c->started || c->peer || c->user_paused)
-		return -EINVAL;
-	c->user_paused = true; /* sheaf__recv_arm arms nothing now */
-	sheaf__recv_check(c);  /* and a multishot receive stops */
-	return 0;
-}
-
-int sheaf_conn_resume(struct sheaf_conn *c)
-{
-	struct sheaf_loop *l = c->loop;
-
-	if (!c->user_paused)
-		return -EINVAL;
-	c->user_paused = false;
-	if (c->state == SHEAF__OPEN && !c->resuming) {
-		c->resuming = true;
-		c->resume_next = l->resume;
-		l->resume = c;
-	}
-	return 0;
-}
-
-/*
- * At the start of a turn (nothing else uses the loop's scratch arrays):
- * resumed connections get what they held, then their EOF or receiving
- * again.
- */
-void sheaf__conn_resumed(struct sheaf_loop *l)
-{
-	while (l->resume) {
-		struct sheaf_conn *c = l->resume;
-		uint32_t n = 0;
-		uint64_t bytes = c->held.bytes;
-
-		l->resume = c->resume_next;
-		c->resuming = false;
-		if (c->state != SHEAF__OPEN || c->user_paused || c->peer)
-			continue; /* closed, paused again, or linked (held data moved) */
-		while (c->held.count)
-			l->bids[n++] = sheaf__sendq_pop(l->pool, &c->held);
-		if (n)
-			deliver(c, n, (uint32_t)bytes);
-		if (c->state != SHEAF__OPEN || c->user_paused)
-			continue;
-		if (c->held_eof) {
-			c->held_eof = false;
-			if (l->cb.on_eof)
-				l->cb.on_eof(c);
-		} else {
-			sheaf__recv_arm(c);
-		}
-	}
-}
-
-/* ---- what the program writes itself ---------------------------------- */
-
-static int write_check(const struct sheaf_conn *c)
-{
-	if ((c->state != SHEAF__OPEN && c->state != SHEAF__CONNECTING) ||
-	    c->tx != SHEAF__TX_OPEN || c->err)
-		return -EPIPE;
-	if (!c->loop->pool[SHEAF__DIR_APP].nbufs)
-		return -ENOBUFS;
-	return 0;
-}
-
-/* A free write-pool buffer for c, or SHEAF__NIL: c's queue is at its limit
- * or the pool is empty, and on_writable is due. */
-static uint16_t write_take(struct sheaf_conn *c)
-{
-	struct sheaf_loop *l = c->loop;
-	uint16_t bid = SHEAF__NIL;
-
-	if (c->q.count < l->hold_max)
-		bid = sheaf__pool_take(&l->pool[SHEAF__DIR_APP]);
-	if (bid == SHEAF__NIL) {
-		c->want_write = true;
-		if (c->q.count < l->hold_max)
-			wwait_add(c); /* the pool is what it lacks */
-	}
-	return bid;
-}
-
-/* Queues a filled write-pool buffer on c. */
-static void write_queue(struct sheaf_conn *c, uint16_t bid, uint32_t len)
-{
-	struct sheaf_loop *l = c->loop;
-	uint16_t g = SHEAF__GID(SHEAF__DIR_APP, bid);
-
-	*sheaf__buf_len(l->pool, g) = len;
-	if (!c->q.count)
-		c->sent_at = l->now;
-	sheaf__sendq_append(l->pool, &c->q, g);
-	l->st.written += len;
-}
-
-ssize_t sheaf_conn_write(struct sheaf_conn *c, const void *data, size_t len)
-{
-	struct sheaf__pool *p = &c->loop->pool[SHEAF__DIR_APP];
-	size_t done = 0;
-	int ret = write_check(c);
-
-	if (ret)
-		return ret;
-	while (done < len) {
-		uint16_t bid = write_take(c);
-		uint32_t n = len - done < p->buf_size ? (uint32_t)(len - done) : p->buf_size;
-
-		if (bid == SHEAF__NIL)
-			break;
-		memcpy(sheaf__pool_buf(p, bid), (const uint8_t *)data + done, n);
-		write_queue(c, bid, n);
-		done += n;
-	}
-	if (!done)
-		return len ? -EAGAIN : 0;
-	send_more(c);
-	return (ssize_t)done;
-}
-
-void *sheaf_conn_buf_get(struct sheaf_conn *c, size_t *cap, int *err)
-{
-	struct sheaf__pool *p = &c->loop->pool[SHEAF__DIR_APP];
-	int ret = write_check(c);
-	uint16_t bid = ret ? SHEAF__NIL : write_take(c);
-
-	if (bid == SHEAF__NIL) {
-		if (err)
-			*err = ret ? ret : -EAGAIN;
-		return NULL;
-	}
-	p->next[bid] = SHEAF__APP_HELD;
-	*cap = p->buf_size;
-	return sheaf__pool_buf(p, bid);
-}
-
-/* The write-pool id of a buffer the program holds, or -EINVAL. */
-static int held_bid(struct sheaf_loop *l, const void *buf)
-{
-	struct sheaf__pool *p = &l->pool[SHEAF__DIR_APP];
-	const uint8_t *b = buf;
-	size_t off;
-
-	if (!p->nbufs || b < p->mem || b >= p->mem + p->mem_len)
-		return -EINVAL;
-	off = (size_t)(b - p->mem);
-	if (off % p->buf_size || p->next[off / p->buf_size] != SHEAF__APP_HELD)
-		return -EINVAL;
-	return (int)(off / p->buf_size);
-}
-
-int sheaf_conn_write_buf(struct sheaf_conn *c, void *buf, size_t len)
-{
-	int bid = held_bid(c->loop, buf), ret;
-
-	if (bid < 0 || !len || len > c->loop->cfg.buf_size)
-		return -EINVAL;
-	if ((ret = write_check(c)))
-		return ret;
-	write_queue(c, (uint16_t)bid, (uint32_t)len);
-	send_more(c);
-	return 0;
-}
-
-void sheaf_buf_put(struct sheaf_loop *l, void *buf)
-{
-	int bid = held_bid(l, buf);
-
-	if (bid < 0)
-		return;
-	l->pool[SHEAF__DIR_APP].next[bid] = SHEAF__NIL;
-	sheaf__pool_put(&l->pool[SHEAF__DIR_APP], (uint16_t)bid);
+	sheaf__conn_progress(c);
 }
 
 int sheaf_conn_fd(const struct sheaf_conn *c) { return c->fd; }

@@ -2,9 +2,14 @@
  * The contract between libsheaf's modules. Not installed.
  *
  * Layers, each calling only the ones below it:
- *   loop.c                 run, stop, timers, listeners, stats
+ *   loop.c                 run, stop, timers, stats
+ *   listen.c               listeners: accepting, pausing at accept_max
  *   conn.c                 connections: states, dispatch, forwarding,
- *                          backpressure, close; the public conn API
+ *                          backpressure, close; the public conn API,
+ *                          with its parts (calling each other):
+ *     connect.c            outgoing connections and their deadlines
+ *     pause.c              sheaf_conn_pause/resume, held data
+ *     write.c              what the program writes, write-pool waiters
  *   recv.c                 the receive side: budget, arming, wait list, mapping
  *   backend.h              the seam: uring.c + uring_send.c, or epoll.c
  *   sendq.c pool.c bundle.c  plain data structures, no I/O
@@ -402,15 +407,38 @@ static inline double sheaf__now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* conn.c, for loop.c */
+/* listen.c, for loop.c */
+void sheaf__listen_event(struct sheaf_loop *l, const struct sheaf__event *ev);
+void sheaf__accept_resume(struct sheaf_loop *l); /* paused listeners, if room */
+bool sheaf__listeners_armed(const struct sheaf_loop *l);
+
+/* conn.c: a connection's life, its events, forwarding */
 struct sheaf_conn *sheaf__conn_new(struct sheaf_loop *l, int fd, unsigned dir);
 struct sheaf_conn *sheaf__conn_lookup(struct sheaf_loop *l, uint64_t ud);
 void sheaf__conn_event(struct sheaf_loop *l, const struct sheaf__event *ev);
-void sheaf__conn_connected(struct sheaf_conn *c, int res);
 void sheaf__conn_abort(struct sheaf_conn *c, int err);
 void sheaf__reap(struct sheaf_loop *l);
+/* Moves c towards its end once its queue is empty (half-close, close). */
+void sheaf__conn_progress(struct sheaf_conn *c);
+/* Lets c send what is queued (nothing while connecting or in flight). */
+void sheaf__conn_send_more(struct sheaf_conn *c);
+/* n received buffers (l->bids, `bytes` in all): to the peer, held, or on_data. */
+void sheaf__conn_deliver(struct sheaf_conn *c, uint32_t n, uint32_t bytes);
+
+/* connect.c */
+void sheaf__conn_connected(struct sheaf_conn *c, int res);
+void sheaf__deadline_remove(struct sheaf_conn *c);
+
+/* pause.c */
 void sheaf__conn_resumed(struct sheaf_loop *l);  /* held data of resumed conns */
+void sheaf__resume_remove(struct sheaf_conn *c);
+void sheaf__hand_over_held(struct sheaf_conn *c); /* to its new peer */
+
+/* write.c */
 void sheaf__conn_writable(struct sheaf_loop *l); /* write-pool waiters */
+void sheaf__wwait_remove(struct sheaf_conn *c);
+/* c's queue drained below half after it was refused room: on_writable. */
+void sheaf__write_room(struct sheaf_conn *c);
 
 /*
  * Buffers a multishot recvmsg may still take after the completion on which

@@ -1,5 +1,6 @@
 /* Parsers and small helpers shared by the subcommands. */
 #include <errno.h>
+#include <math.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <signal.h>
@@ -50,6 +51,39 @@ int parse_num(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 	if (err || v < min || v > max)
 		return -ERANGE;
 	*out = v;
+	return 0;
+}
+
+int parse_real(const char *s, double *out, const char **rest)
+{
+	const char *p = s;
+	size_t int_digits, frac_digits = 0;
+	char *end;
+	double v;
+
+	/* scanned first: strtod alone would take " 1", "-1", "inf", "nan"
+	 * and "0x1p3" */
+	int_digits = strspn(p, "0123456789");
+	p += int_digits;
+	if (*p == '.') {
+		frac_digits = strspn(p + 1, "0123456789");
+		p += 1 + frac_digits;
+	}
+	if (!int_digits && !frac_digits)
+		return -EINVAL;
+	if (*p == 'e' || *p == 'E') {
+		const char *x = p + 1 + (p[1] == '+' || p[1] == '-');
+		size_t exp_digits = strspn(x, "0123456789");
+
+		if (exp_digits)
+			p = x + exp_digits;
+	}
+	errno = 0;
+	v = strtod(s, &end);
+	if (end != p || errno || !isfinite(v))
+		return -EINVAL;
+	*out = v;
+	*rest = p;
 	return 0;
 }
 

@@ -25,6 +25,10 @@ struct addr {
  */
 int parse_num(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int parse_u32(const char *s, uint32_t *out);       /* 0 .. 2^32-1 */
+/* A finite decimal number, >= 0: digits with a fraction and an exponent if
+ * wanted ("2", "0.25", ".5", "1e-3"); no sign, space, "inf", "nan" or hex.
+ * *rest is what follows it (a unit, "%"): the caller decides. */
+int parse_real(const char *s, double *out, const char **rest);
 /* digits, then K, M or G (x 1024^n, any case) with an optional B or iB; or B */
 int parse_size(const char *s, uint64_t *out);
 /* 1.2.3.4:80, [::1]:80, name:80 (resolved now: the first address); PORT

@@ -132,14 +132,14 @@ static int parse_list_opt(int c, const char *arg, struct bench_opts *o)
 /* --duration, --warmup (0 allowed) and --rate N or P%. */
 static int parse_number(int c, const char *arg, struct bench_opts *o)
 {
-	char *end;
-	double v = strtod(arg, &end);
-	bool pct = c == 'R' && *end == '%';
+	const char *rest = "";
+	double v = 0;
+	bool pct;
 
-	/* strtod alone would take " 1", "-1", "inf", "nan" and "0x1p3" */
-	if (!((*arg >= '0' && *arg <= '9') || *arg == '.') ||
-	    arg[strspn(arg, "0123456789.eE+-")] != (pct ? '%' : 0) || end == arg || (*end && !pct) || (pct && end[1]) || !(v >= 0) || v > 1e8 ||
-	    (v == 0 && c != 'W') || (pct && v > 1000)) {
+	if (parse_real(arg, &v, &rest))
+		rest = "?";
+	pct = c == 'R' && !strcmp(rest, "%");
+	if ((*rest && !pct) || v > 1e8 || (v == 0 && c != 'W') || (pct && v > 1000)) {
 		say("bench", "--%s %s: %s", c == 'd' ? "duration" : c == 'W' ? "warmup" : "rate",
 		    arg, c == 'R' ? "requests/s, or a share of the maximum like 50%" :
 				    "a number of seconds");

@@ -54,15 +54,10 @@ static const char help[] =
 /* A positive, finite number of seconds: "2", "0.25", "1e-3". */
 static int parse_seconds(const char *s, double *out)
 {
-	char *end;
+	const char *rest;
 	double v;
 
-	/* strtod alone would take " 1", "-1", "inf", "nan" and "0x1p3" */
-	if (!((*s >= '0' && *s <= '9') || *s == '.') || s[strspn(s, "0123456789.eE+-")])
-		return -EINVAL;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || *end || !isfinite(v) || v <= 0)
+	if (parse_real(s, &v, &rest) || *rest || v <= 0)
 		return -EINVAL;
 	*out = v;
 	return 0;

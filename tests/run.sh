@@ -7,8 +7,19 @@
 cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0 skip=0
 failed_list=""
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+log=$(mktemp) digest=$(mktemp)
+trap 'rm -f "$log" "$digest"' EXIT
+
+# digest LABEL: a failure's first FAIL lines (else its last lines), cut
+# short, kept for the end of the run, where a log viewer that shows only
+# the head and the tail of the output still shows why
+digest() {
+	{
+		echo "  $1:"
+		grep -m 3 '^FAIL\|^\[  FAILED  \]\|ERROR\|Assertion\|SUMMARY' "$log" ||
+			grep -v '^ok ' "$log" | tail -n 3
+	} | cut -c1-400 >>"$digest"
+}
 
 count_unit() { # binary label
 	"$1" >"$log" 2>&1
@@ -20,7 +31,7 @@ count_unit() { # binary label
 	pass=$((pass + p)) fail=$((fail + f))
 	echo "unit  $2: $p passed, $f failed"
 	sed -n 's/^\[       OK \] /  ok   /p; s/^\[  FAILED  \] \([a-z]\)/  FAIL \1/p' "$log"
-	[ "$f" -ne 0 ] && { cat "$log"; failed_list="$failed_list $2"; }
+	[ "$f" -ne 0 ] && { cat "$log"; digest "$2"; failed_list="$failed_list $2"; }
 }
 
 # e2e scripts print "ok ..." / "FAIL ..." per case; a script without such
@@ -41,7 +52,7 @@ count_e2e() { # script label [args]
 	pass=$((pass + p)) fail=$((fail + f))
 	echo "e2e   $label: $p passed, $f failed (exit $rc, ${secs} s)"
 	sed -n 's/^ok /  ok   /p' "$log"
-	[ "$f" -ne 0 ] && { grep -v '^ok ' "$log" | tail -40; failed_list="$failed_list $label"; }
+	[ "$f" -ne 0 ] && { grep -v '^ok ' "$log" | tail -40; digest "$label"; failed_list="$failed_list $label"; }
 	[ "$rc" -eq 77 ] && sed -n 1p "$log"
 }
 
@@ -94,6 +105,10 @@ for f in fuzz/fuzz_*.c; do
 	name=$(basename "$f" .c)
 	count_e2e tests/fuzz_corpus.sh "$name" "${name#fuzz_}"
 done
-[ -n "$failed_list" ] && echo "failed:$failed_list"
+if [ -n "$failed_list" ]; then
+	echo "why (each failure's first lines; the whole output is above):"
+	cat "$digest"
+	echo "failed:$failed_list"
+fi
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -10,10 +10,16 @@
 #          proxy's socket send buffer takes, so its sends to the upstream
 #          fill it and come back short.
 #   tight  the echo case inside a network namespace of its own whose TCP
-#          socket buffers are 4 KiB (net.ipv4.tcp_wmem/rmem), so that blocking
-#          bundle sends of 64 KiB buffers run out of poll retries and come
-#          back short: repeated until bundle mode has hit short sends (it
-#          must, within $RUNS runs); the other modes once.
+#          socket buffers are 4 KiB (net.ipv4.tcp_wmem/rmem), so that a
+#          bundle send may run out of io_uring's poll retries and come back
+#          short: bundle mode is repeated until it has (at most $RUNS runs),
+#          the other modes run once. Whether it happens depends on the
+#          machine: a bundle holds at most 256 KiB (a queue's limit) and
+#          needs about 128 wake-ups of ~2 KiB to go out, which is the retry
+#          limit itself; on one CI machine 5 runs saw none. So the count is
+#          reported, not required: the resume rule is proven by test_sendq
+#          (random short passes) and kernel_send_bundle_commit (the kernel's
+#          side, forced short with MSG_DONTWAIT).
 # Every byte verified (source/sink, client and the upstream), the proxy stops
 # with exit 0 and a balanced pool. The ok line gives the proxy's send_short
 # counter (completions that sent less than they were given; n/a when the
@@ -41,8 +47,6 @@ tight_case() {
 		[ -z "$reason" ] || break
 		[ "$short" != n/a ] && [ "$short" -gt 0 ] && break
 	done
-	[ "$mode" = bundle ] && [ -z "$reason" ] && { [ "$short" = n/a ] || [ "$short" -eq 0 ]; } &&
-		reason="; no short bundle send in $runs runs (send_short:$shorts)"
 	if [ -n "$reason" ]; then
 		echo "FAIL $name${reason/#;/:}"
 		return 1

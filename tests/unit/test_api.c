@@ -837,12 +837,12 @@ static void backpressure(void **state)
  * each bundle, sendmsg or linked chain waits for the socket hundreds of
  * times, and epoll's writes fall short every time. The peer verifies every
  * byte. Whether a bundle send comes back short here is the kernel's
- * business (on 6.18 it does not: docs/KERNEL.md); the count is printed.
+ * business (on 6.18 here it does not: docs/KERNEL.md); the count is printed.
  */
-#define SS_LEN (8u << 20)
-#define SS_BUF (64u << 10)
-#define SS_BUFS 64u
-#define SS_SEED 7
+#define SH_LEN (8u << 20)
+#define SH_BUF (64u << 10)
+#define SH_BUFS 64u
+#define SH_SEED 7
 
 struct sh {
 	struct fx *fx;
@@ -854,11 +854,11 @@ struct sh {
 
 static void sh_fill(struct sh *s)
 {
-	while (s->off < SS_LEN && !s->fx->fail[0]) {
-		size_t n = SS_LEN - s->off < SS_BUF ? SS_LEN - s->off : SS_BUF;
+	while (s->off < SH_LEN && !s->fx->fail[0]) {
+		size_t n = SH_LEN - s->off < SH_BUF ? SH_LEN - s->off : SH_BUF;
 		ssize_t w;
 
-		pat_fill(s->chunk, n, SS_SEED, s->off);
+		pat_fill(s->chunk, n, SH_SEED, s->off);
 		w = sheaf_conn_write(s->c, s->chunk, n);
 		if (w == -EAGAIN)
 			return; /* on_writable comes */
@@ -905,8 +905,8 @@ static void *sh_peer(void *arg)
 
 static void short_sends(void **state)
 {
-	struct peer p = { .seed = SS_SEED };
-	struct sh s = { .chunk = malloc(SS_BUF) };
+	struct peer p = { .seed = SH_SEED };
+	struct sh s = { .chunk = malloc(SH_BUF) };
 	struct sheaf_callbacks cb = { .size = sizeof(cb), .on_accept = sh_accept,
 				      .on_close = bp_close, .on_writable = sh_writable };
 	struct sheaf_loop_config cfg;
@@ -918,10 +918,10 @@ static void short_sends(void **state)
 	s.fx = &fx;
 	fx.limit_ms = 60000;
 	cfg = fx_config(&fx);
-	cfg.buf_size = SS_BUF;
-	cfg.nbufs = 16 * SS_BUFS; /* a queue holds at most an eighth of its half */
-	cfg.write_bufs = SS_BUFS;
-	cfg.queue_high = SS_BUFS * SS_BUF;
+	cfg.buf_size = SH_BUF;
+	cfg.nbufs = 16 * SH_BUFS; /* a queue holds at most an eighth of its half */
+	cfg.write_bufs = SH_BUFS;
+	cfg.queue_high = SH_BUFS * SH_BUF;
 	fx_loop(&fx, &cfg, &cb);
 	fx_listen(&fx);
 	peer_start(&p, &fx, sh_peer);
@@ -932,9 +932,9 @@ static void short_sends(void **state)
 	free(s.chunk);
 	fx_assert(&fx);
 	peer_assert(&p);
-	assert_int_equal(p.got, SS_LEN);
-	assert_int_equal(st.written, SS_LEN);
-	assert_int_equal(st.bytes_out, SS_LEN);
+	assert_int_equal(p.got, SH_LEN);
+	assert_int_equal(st.written, SH_LEN);
+	assert_int_equal(st.bytes_out, SH_LEN);
 	assert_int_equal(st.pool_free, st.pool_bufs);
 	print_message("  short_sends %s: SO_SNDBUF %d, %llu sends, %llu short\n",
 		      sheaf_io_name(fx.io), s.sndbuf, (unsigned long long)st.send_sqes,
